@@ -1,0 +1,213 @@
+"""Elephant settings: one module, read from the environment, safe embedded defaults.
+
+Development (the default, ``DJANGO_DEBUG`` unset or true) runs on SQLite and a local Redis
+with no configuration at all. Production (``DJANGO_DEBUG=false``) refuses to start without
+``DJANGO_SECRET_KEY`` and ``DJANGO_ALLOWED_HOSTS``.
+"""
+
+import json
+from pathlib import Path
+
+import dj_database_url
+
+from elephant.env import env_bool, env_float, env_int, env_list, env_required, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+if DEBUG:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-elephant-do-not-use-in-production")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+else:
+    SECRET_KEY = env_required("DJANGO_SECRET_KEY")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+    if not ALLOWED_HOSTS:
+        env_required("DJANGO_ALLOWED_HOSTS")
+
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_celery_beat",
+    "meetings",
+    "fleet",
+    "signalling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "elephant.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "elephant.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite unless DATABASE_URL is set -------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DJANGO_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, worker, beat) share the file: wait for locks instead of failing.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, Celery broker, cache --------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("ELEPHANT_CACHE_PREFIX", "elephant"),
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env_str("ELEPHANT_CHANNEL_PREFIX", "elephant"),
+            "capacity": 1000,
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
+    }
+}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ALWAYS_EAGER = env_bool("ELEPHANT_CELERY_EAGER", False)
+
+# --- Auth, i18n, static ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "meetings:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Daphne serves static files itself in development (the "daphne" app's runserver) and in
+# `make run` through Django's static view; production puts a CDN or nginx in front.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# --- Security ---------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
+
+# --- Elephant ---------------------------------------------------------------------------------
+# Absolute base of the links Elephant hands out (join links, room links, DCV auth callback).
+ELEPHANT_PUBLIC_URL = env_str("ELEPHANT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Access-Control-Allow-Origin on the join endpoint and the JSON API.
+ELEPHANT_CORS_ORIGIN = env_str("ELEPHANT_CORS_ORIGIN", "*")
+
+# Meeting lifecycle (minutes unless named otherwise).
+ELEPHANT_LAUNCH_LEAD = env_int("ELEPHANT_LAUNCH_LEAD", 5)
+ELEPHANT_OVERRUN_GRACE = env_int("ELEPHANT_OVERRUN_GRACE", 15)
+ELEPHANT_SAFETY_NET_MINUTES = env_int("ELEPHANT_SAFETY_NET_MINUTES", 15)
+ELEPHANT_HEALTH_TIMEOUT = env_int("ELEPHANT_HEALTH_TIMEOUT", 10)
+ELEPHANT_JOIN_EARLY_MINUTES = env_int("ELEPHANT_JOIN_EARLY_MINUTES", 60)
+ELEPHANT_PAST_TOLERANCE_MINUTES = env_int("ELEPHANT_PAST_TOLERANCE_MINUTES", 30)
+ELEPHANT_MAX_DURATION_MINUTES = env_int("ELEPHANT_MAX_DURATION_MINUTES", 480)
+
+# AWS (boto3). AWS_ENDPOINT_URL points every client at a local endpoint (moto server).
+AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-west-2"))
+AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL", "") or None
+ELEPHANT_AMI_ID = env_str("ELEPHANT_AMI_ID", "")
+ELEPHANT_INSTANCE_TYPES = env_list("ELEPHANT_INSTANCE_TYPES", ["g4dn.xlarge", "g5.xlarge", "g4ad.xlarge"])
+ELEPHANT_KEY_NAME = env_str("ELEPHANT_KEY_NAME", "")
+ELEPHANT_SECURITY_GROUP_IDS = env_list("ELEPHANT_SECURITY_GROUP_IDS", [])
+ELEPHANT_SUBNET_IDS = env_list("ELEPHANT_SUBNET_IDS", [])
+ELEPHANT_AVAILABILITY_ZONES = env_list("ELEPHANT_AVAILABILITY_ZONES", [])
+ELEPHANT_INSTANCE_PROFILE = env_str("ELEPHANT_INSTANCE_PROFILE", "")
+ELEPHANT_VOLUME_SIZE_GB = env_int("ELEPHANT_VOLUME_SIZE_GB", 60)
+ELEPHANT_DNS_ZONE_ID = env_str("ELEPHANT_DNS_ZONE_ID", "")
+ELEPHANT_DNS_DOMAIN = env_str("ELEPHANT_DNS_DOMAIN", "desktops.example.com")
+ELEPHANT_DCV_URL_TEMPLATE = env_str("ELEPHANT_DCV_URL_TEMPLATE", "https://{instance_id}.{domain}:8443")
+ELEPHANT_DCV_SESSION_ID = env_str("ELEPHANT_DCV_SESSION_ID", "console")
+ELEPHANT_DCV_TOKEN_TTL_SECONDS = env_int("ELEPHANT_DCV_TOKEN_TTL_SECONDS", 120)
+ELEPHANT_PROBE_TIMEOUT_SECONDS = env_float("ELEPHANT_PROBE_TIMEOUT_SECONDS", 3.0)
+ELEPHANT_PROBE_VERIFY_TLS = env_bool("ELEPHANT_PROBE_VERIFY_TLS", False)
+ELEPHANT_SIM_BOOT_SECONDS = env_int("ELEPHANT_SIM_BOOT_SECONDS", 10)
+ELEPHANT_SWEEP_SECONDS = env_int("ELEPHANT_SWEEP_SECONDS", 15)
+
+# DynamoDB mirror.
+ELEPHANT_DDB_TABLE = env_str("ELEPHANT_DDB_TABLE", "elephant-meetings")
+
+# Signalling.
+ELEPHANT_ROOM_CAPACITY = env_int("ELEPHANT_ROOM_CAPACITY", 4)
+ELEPHANT_ICE_SERVERS = json.loads(env_str("ELEPHANT_ICE_SERVERS", '[{"urls": ["stun:stun.l.google.com:19302"]}]'))

@@ -1,0 +1,67 @@
+"""Hosts: the EC2 DCV desktops of a meeting, one per role (plus replacements)."""
+
+from django.db import models
+
+from meetings.models import Meeting, Role
+
+
+class HostState(models.TextChoices):
+    PENDING = "PENDING", "Not launched yet"
+    LAUNCHING = "LAUNCHING", "RunInstances sent"
+    BOOTING = "BOOTING", "Instance pending"
+    RUNNING = "RUNNING", "Running, address known"
+    DNS_WRITTEN = "DNS_WRITTEN", "DCV link written"
+    HEALTHY = "HEALTHY", "Healthy"
+    UNHEALTHY = "UNHEALTHY", "Unhealthy (replaced)"
+    TERMINATING = "TERMINATING", "Terminating"
+    TERMINATED = "TERMINATED", "Terminated"
+    FAILED = "FAILED", "Failed"
+
+
+LIVE_HOST_STATES = frozenset(
+    {
+        HostState.LAUNCHING,
+        HostState.BOOTING,
+        HostState.RUNNING,
+        HostState.DNS_WRITTEN,
+        HostState.HEALTHY,
+    }
+)
+
+
+class HostQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(state__in=LIVE_HOST_STATES)
+
+
+class Host(models.Model):
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="hosts")
+    role = models.CharField(max_length=8, choices=Role.choices)
+    # A replacement host gets the next generation; the newest generation of a role is current.
+    generation = models.PositiveSmallIntegerField(default=1)
+    instance_id = models.CharField(max_length=32, blank=True, db_index=True)
+    state = models.CharField(max_length=16, choices=HostState.choices, default=HostState.PENDING, db_index=True)
+    public_address = models.CharField(max_length=64, blank=True)
+    dcv_link = models.CharField(max_length=512, blank=True)
+    instance_type = models.CharField(max_length=32, blank=True)
+    availability_zone = models.CharField(max_length=32, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    running_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    agent_healthy_at = models.DateTimeField(null=True, blank=True)
+    probe_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = HostQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["meeting", "role", "generation"], name="host_unique_generation"),
+        ]
+        ordering = ["meeting_id", "role", "-generation"]
+
+    def __str__(self) -> str:
+        return f"{self.meeting_id}/{self.role}#{self.generation} {self.instance_id or '-'} {self.state}"

@@ -1,0 +1,224 @@
+"""Meetings: the record the whole system turns around.
+
+Models hold data, read-only guards and queryset filters; every write goes through
+``meetings.services``.
+"""
+
+import secrets
+import string
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+MEETING_ID_ALPHABET = string.ascii_lowercase + string.digits
+MEETING_ID_LENGTH = 16
+MEETING_ID_REGEX = r"^[a-z0-9]{16}$"
+
+
+def generate_meeting_id() -> str:
+    return "".join(secrets.choice(MEETING_ID_ALPHABET) for _ in range(MEETING_ID_LENGTH))
+
+
+class Role(models.TextChoices):
+    TEACHER = "teacher", "Teacher"
+    STUDENT = "student", "Student"
+
+
+class MeetingStatus(models.TextChoices):
+    SCHEDULED = "SCHEDULED", "Scheduled"
+    LAUNCHING = "LAUNCHING", "Launching"
+    LAUNCHED = "LAUNCHED", "Launched"
+    DNS_WRITTEN = "DNS_WRITTEN", "Booting"
+    HEALTHY = "HEALTHY", "Ready"
+    IN_PROGRESS = "IN_PROGRESS", "In progress"
+    TERMINATED = "TERMINATED", "Ended"
+    CANCELLED = "CANCELLED", "Cancelled"
+    FAILED = "FAILED", "Failed"
+
+
+TERMINAL_STATUSES = frozenset({MeetingStatus.TERMINATED, MeetingStatus.CANCELLED, MeetingStatus.FAILED})
+READY_STATUSES = frozenset({MeetingStatus.HEALTHY, MeetingStatus.IN_PROGRESS})
+# Statuses in which hosts may exist and the fleet watches the meeting.
+ACTIVE_STATUSES = frozenset(
+    {
+        MeetingStatus.LAUNCHING,
+        MeetingStatus.LAUNCHED,
+        MeetingStatus.DNS_WRITTEN,
+        MeetingStatus.HEALTHY,
+        MeetingStatus.IN_PROGRESS,
+    }
+)
+
+
+class TerminationReason(models.TextChoices):
+    NO_SHOW_TIMEOUT = "NO_SHOW_TIMEOUT", "Nobody joined (15-minute safety net)"
+    PARTIAL_NO_SHOW_TIMEOUT = "PARTIAL_NO_SHOW_TIMEOUT", "Only one side recorded (15-minute safety net)"
+    FIFTEEN_MIN_SUCCESS = "15_MIN_SUCCESS", "Both sides recorded by the 15-minute safety net"
+    SUCCESS = "SUCCESS", "Both sessions recorded"
+    SCHEDULED_END = "SCHEDULED_END", "Scheduled end reached"
+    STAFF = "STAFF", "Terminated by staff"
+    CANCELLED = "CANCELLED", "Cancelled before launch"
+    LAUNCH_FAILED = "LAUNCH_FAILED", "Launch failed"
+    HEALTH_TIMEOUT = "HEALTH_TIMEOUT", "Hosts never became healthy"
+    HOST_LOST = "HOST_LOST", "A host died"
+
+
+class MeetingQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def due_for_launch(self, now: datetime):
+        lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
+        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=now + lead)
+
+    def for_teacher(self, user):
+        return self.filter(teacher=user)
+
+    def upcoming(self, now: datetime):
+        return self.exclude(status__in=TERMINAL_STATUSES).filter(meet_time__gte=now - timedelta(hours=12))
+
+    def past(self, now: datetime):
+        return self.filter(Q(status__in=TERMINAL_STATUSES) | Q(meet_time__lt=now - timedelta(hours=12)))
+
+
+class Meeting(models.Model):
+    id = models.CharField(primary_key=True, max_length=MEETING_ID_LENGTH, default=generate_meeting_id, editable=False)
+    teacher = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="meetings"
+    )
+    api_key = models.ForeignKey(
+        "meetings.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="meetings",
+        help_text="The integrator key that created this meeting, if it came through the API.",
+    )
+    teacher_name = models.CharField(max_length=120)
+    teacher_email = models.EmailField(blank=True)
+    student_name = models.CharField(max_length=120)
+    student_email = models.EmailField(blank=True)
+    meet_time = models.DateTimeField(db_index=True, help_text="Stored in UTC.")
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="The scheduler's IANA time zone.")
+    duration_minutes = models.PositiveIntegerField(default=60)
+
+    status = models.CharField(
+        max_length=16, choices=MeetingStatus.choices, default=MeetingStatus.SCHEDULED, db_index=True
+    )
+    termination_reason = models.CharField(max_length=32, blank=True)
+    last_error = models.TextField(blank=True)
+
+    # Written by the agents on the hosts (DynamoDB), pulled back by the mirror.
+    teacher_session_data = models.CharField(max_length=1024, blank=True)
+    student_session_data = models.CharField(max_length=1024, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    # Increases with every change; the DynamoDB mirror writes are guarded by it.
+    version = models.PositiveBigIntegerField(default=1)
+    # What the mirror last wrote successfully (see meetings.dynamo).
+    mirrored_version = models.PositiveBigIntegerField(default=0)
+    mirrored_status = models.CharField(max_length=16, blank=True)
+
+    objects = MeetingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-meet_time"]
+        indexes = [models.Index(fields=["status", "meet_time"], name="meeting_status_time")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.teacher_name} / {self.student_name})"
+
+    # --- read-only guards -----------------------------------------------------------------
+    @property
+    def end_time(self) -> datetime:
+        return self.meet_time + timedelta(minutes=self.duration_minutes)
+
+    @property
+    def hard_stop_at(self) -> datetime:
+        return self.end_time + timedelta(minutes=settings.ELEPHANT_OVERRUN_GRACE)
+
+    @property
+    def join_opens_at(self) -> datetime:
+        return self.meet_time - timedelta(minutes=settings.ELEPHANT_JOIN_EARLY_MINUTES)
+
+    @property
+    def local_meet_time(self) -> datetime:
+        return self.meet_time.astimezone(ZoneInfo(self.time_zone))
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def can_cancel(self) -> bool:
+        return self.status == MeetingStatus.SCHEDULED
+
+    def join_window_contains(self, now: datetime) -> bool:
+        return self.join_opens_at <= now <= self.hard_stop_at
+
+    def session_data(self, role: str) -> str:
+        return getattr(self, f"{role}_session_data")
+
+    @property
+    def room_path(self) -> str:
+        return f"/room/{self.id}"
+
+
+class MeetingEvent(models.Model):
+    """The audit log of a meeting: every transition and every mirrored change."""
+
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    reason = models.CharField(max_length=64, blank=True)
+    detail = models.TextField(blank=True)
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="system, staff:<user>, teacher:<user>, api:<key>, agent"
+    )
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        if self.to_status:
+            return f"{self.meeting_id}: {self.from_status or '-'} -> {self.to_status}"
+        return f"{self.meeting_id}: {self.reason}"
+
+
+class UsagePlan(models.Model):
+    """Limits of an integrator's API key: a steady rate with a burst, and a daily quota."""
+
+    name = models.CharField(max_length=80, unique=True)
+    rate_per_second = models.FloatField(default=5.0, help_text="Steady request rate refilled per second.")
+    burst = models.PositiveIntegerField(default=20, help_text="Requests allowed at once (bucket size).")
+    daily_quota = models.PositiveIntegerField(default=10_000, help_text="Requests per UTC day.")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.rate_per_second:g}/s, burst {self.burst}, {self.daily_quota}/day)"
+
+
+class ApiKey(models.Model):
+    """An integrator's key. Only a hash is stored; the key is shown once, at creation."""
+
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=128, editable=False)
+    plan = models.ForeignKey(UsagePlan, on_delete=models.PROTECT, related_name="keys")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -1,0 +1,195 @@
+"""Writes and transitions of meetings. The only place a meeting's status changes.
+
+Every transition is one conditional UPDATE (``WHERE status = <from>``) in a short
+transaction, with an event row, and announces itself with the ``meeting_changed`` signal
+on commit (status push, DynamoDB mirror). A transition that finds the row already moved
+returns False and repeats no side effect.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from meetings.models import (
+    Meeting,
+    MeetingEvent,
+    MeetingStatus,
+    TerminationReason,
+)
+from meetings.signals import meeting_changed
+
+logger = logging.getLogger(__name__)
+
+# Timestamps stamped by the transition that enters a status.
+_STAMPS = {
+    MeetingStatus.LAUNCHING: "launched_at",
+    MeetingStatus.HEALTHY: "healthy_at",
+    MeetingStatus.IN_PROGRESS: "started_at",
+    MeetingStatus.TERMINATED: "ended_at",
+    MeetingStatus.CANCELLED: "ended_at",
+    MeetingStatus.FAILED: "ended_at",
+}
+
+
+def _announce(*, meeting_id: str, from_status: str, to_status: str, reason: str) -> None:
+    transaction.on_commit(
+        lambda: meeting_changed.send(
+            sender=Meeting, meeting_id=meeting_id, from_status=from_status, to_status=to_status, reason=reason
+        )
+    )
+
+
+def meeting_schedule_validate(
+    *, meet_time: datetime, time_zone: str, duration_minutes: int, now: datetime | None = None
+) -> dict[str, str]:
+    """Field errors for a proposed schedule (empty when it is fine)."""
+    now = now or timezone.now()
+    errors: dict[str, str] = {}
+    if timezone.is_naive(meet_time):
+        errors["meet_time"] = "Give the time with its UTC offset (for example 2026-11-21T15:00:00Z)."
+    elif meet_time < now - timedelta(minutes=settings.ELEPHANT_PAST_TOLERANCE_MINUTES):
+        errors["meet_time"] = f"That time is more than {settings.ELEPHANT_PAST_TOLERANCE_MINUTES} minutes in the past."
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        errors["time_zone"] = f"Unknown time zone {time_zone!r}; use an IANA name such as Europe/Berlin."
+    if not 1 <= duration_minutes <= settings.ELEPHANT_MAX_DURATION_MINUTES:
+        errors["duration_minutes"] = f"Duration must be between 1 and {settings.ELEPHANT_MAX_DURATION_MINUTES} minutes."
+    return errors
+
+
+def meeting_schedule(
+    *,
+    teacher_name: str,
+    student_name: str,
+    meet_time: datetime,
+    time_zone: str = "UTC",
+    duration_minutes: int = 60,
+    teacher=None,
+    api_key=None,
+    teacher_email: str = "",
+    student_email: str = "",
+    actor: str = "system",
+) -> Meeting:
+    errors = meeting_schedule_validate(meet_time=meet_time, time_zone=time_zone, duration_minutes=duration_minutes)
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        meeting = Meeting.objects.create(
+            teacher=teacher,
+            api_key=api_key,
+            teacher_name=teacher_name,
+            teacher_email=teacher_email,
+            student_name=student_name,
+            student_email=student_email,
+            meet_time=meet_time.astimezone(ZoneInfo("UTC")),
+            time_zone=time_zone,
+            duration_minutes=duration_minutes,
+        )
+        MeetingEvent.objects.create(meeting=meeting, to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED", actor=actor)
+        _announce(meeting_id=meeting.id, from_status="", to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED")
+    logger.info("meeting %s scheduled for %s by %s", meeting.id, meeting.meet_time.isoformat(), actor)
+    return meeting
+
+
+def meeting_transition(
+    *,
+    meeting: Meeting,
+    to_status: str,
+    allowed_from: Iterable[str],
+    reason: str = "",
+    detail: str = "",
+    actor: str = "system",
+    fields: dict | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move ``meeting`` to ``to_status`` if it is in one of ``allowed_from``.
+
+    Returns True when this call made the transition, False when the meeting was not in an
+    allowed status (someone else moved it first). ``meeting`` is updated in place.
+    """
+    allowed = frozenset(allowed_from)
+    now = now or timezone.now()
+    values = dict(fields or {})
+    stamp = _STAMPS.get(to_status)
+    if stamp and stamp not in values:
+        values[stamp] = now
+    # With several possible origins, a lost race is re-read once to try from the new status.
+    attempts = 2 if len(allowed) > 1 else 1
+    for attempt in range(attempts):
+        from_status = meeting.status
+        if from_status not in allowed:
+            return False
+        with transaction.atomic(savepoint=False):
+            updated = Meeting.objects.filter(pk=meeting.pk, status=from_status).update(
+                status=to_status, version=F("version") + 1, updated_at=now, **values
+            )
+            if updated:
+                MeetingEvent.objects.create(
+                    meeting_id=meeting.pk,
+                    from_status=from_status,
+                    to_status=to_status,
+                    reason=reason,
+                    detail=detail,
+                    actor=actor,
+                )
+                _announce(meeting_id=meeting.pk, from_status=from_status, to_status=to_status, reason=reason)
+        if updated:
+            meeting.status = to_status
+            meeting.version += 1
+            meeting.updated_at = now
+            for name, value in values.items():
+                setattr(meeting, name, value)
+            logger.info("meeting %s %s -> %s %s", meeting.pk, from_status, to_status, reason)
+            return True
+        if attempt + 1 < attempts:
+            meeting.refresh_from_db(fields=["status", "version"])
+    return False
+
+
+def meeting_record_change(
+    *, meeting: Meeting, reason: str, detail: str = "", actor: str = "system", fields: dict | None = None
+) -> None:
+    """Record a change of mirrored data that is not a status transition (a host's link, session data)."""
+    values = dict(fields or {})
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        Meeting.objects.filter(pk=meeting.pk).update(version=F("version") + 1, updated_at=now, **values)
+        MeetingEvent.objects.create(meeting_id=meeting.pk, reason=reason, detail=detail, actor=actor)
+        _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=reason)
+    meeting.version += 1
+    for name, value in values.items():
+        setattr(meeting, name, value)
+
+
+def meeting_cancel(*, meeting: Meeting, actor: str) -> bool:
+    """Cancel a meeting that has not started launching. Idempotent: False if not SCHEDULED."""
+    return meeting_transition(
+        meeting=meeting,
+        to_status=MeetingStatus.CANCELLED,
+        allowed_from={MeetingStatus.SCHEDULED},
+        reason=TerminationReason.CANCELLED,
+        actor=actor,
+        fields={"termination_reason": TerminationReason.CANCELLED},
+    )
+
+
+def meeting_start_on_join(*, meeting: Meeting, role: str) -> bool:
+    """The first successful join moves HEALTHY -> IN_PROGRESS, exactly once."""
+    if meeting.status != MeetingStatus.HEALTHY:
+        return False
+    return meeting_transition(
+        meeting=meeting,
+        to_status=MeetingStatus.IN_PROGRESS,
+        allowed_from={MeetingStatus.HEALTHY},
+        reason="FIRST_JOIN",
+        detail=f"first join by the {role}",
+        actor=role,
+    )

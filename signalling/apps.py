@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SignallingConfig(AppConfig):
+    name = "signalling"
+    verbose_name = "Signalling"
