@@ -1,2 +1,11 @@
-# The integrators' JSON API (owned by the API work; see meetings/api.py).
-urlpatterns: list = []
+# The integrators' JSON API, mounted at /api/v1/ (see meetings/api.py and docs/api.md).
+from django.urls import re_path
+
+from meetings import api
+
+urlpatterns = [
+    # A trailing slash is accepted too: APPEND_SLASH cannot redirect a POST.
+    re_path(r"^meetings/?$", api.meetings_collection, name="api-meetings"),
+    re_path(r"^meetings/(?P<meeting_id>[^/]+)/?$", api.meeting_detail, name="api-meeting"),
+    re_path(r"^(?P<path>.*)$", api.not_found),
+]
