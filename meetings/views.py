@@ -1,8 +1,167 @@
-from django.http import HttpResponse
+import re
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from fleet.dcv import dcv_token_issue
+from meetings.forms import ScheduleForm
+from meetings.links import meeting_links, room_link
+from meetings.models import MEETING_ID_REGEX, READY_STATUSES, Meeting, MeetingStatus, Role
+from meetings.selectors import meeting_get_for_join, meetings_for_teacher
+from meetings.services import meeting_cancel, meeting_schedule, meeting_start_on_join
+from meetings.tokens import participant_token_valid
+
+_MEETING_ID = re.compile(MEETING_ID_REGEX)
+
+WAITING_MESSAGES = {
+    MeetingStatus.SCHEDULED: "Your desktop will start a few minutes before the session.",
+    MeetingStatus.LAUNCHING: "Your desktop is being launched.",
+    MeetingStatus.LAUNCHED: "Your desktop is booting.",
+    MeetingStatus.DNS_WRITTEN: "Your desktop is booting; checking its health.",
+    MeetingStatus.HEALTHY: "Instance is warming up. Please wait.",
+    MeetingStatus.IN_PROGRESS: "Instance is warming up. Please wait.",
+    MeetingStatus.CANCELLED: "This session was cancelled. Ask your teacher for a new link.",
+    MeetingStatus.FAILED: "We could not start the desktops for this session. Please contact your teacher.",
+    MeetingStatus.TERMINATED: "This session has ended.",
+}
 
 
+def _actor(request) -> str:
+    return f"teacher:{request.user.get_username()}"
+
+
+# --- teacher pages ------------------------------------------------------------------------
+
+
+@login_required
 def dashboard(request):
-    return HttpResponse("todo")
+    now = timezone.now()
+    meetings = meetings_for_teacher(user=request.user)
+    upcoming = list(meetings.upcoming(now))
+    past = list(meetings.past(now).order_by("-meet_time")[:50])
+    return render(request, "meetings/dashboard.html", {"upcoming": upcoming, "past": past})
 
 
-meeting_new = meeting_detail = meeting_cancel_view = join = dashboard
+@login_required
+def meeting_new(request):
+    form = ScheduleForm(request.POST or None, initial={"time_zone": request.COOKIES.get("tz", "UTC")})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        user = request.user
+        meeting = meeting_schedule(
+            teacher=user,
+            teacher_name=user.get_full_name() or user.get_username(),
+            teacher_email=user.email,
+            student_name=data["student_name"],
+            student_email=data["student_email"],
+            meet_time=data["meet_time"],
+            time_zone=data["time_zone"],
+            duration_minutes=data["duration_minutes"],
+            actor=_actor(request),
+        )
+        messages.success(request, "Session scheduled. Send the student their link.")
+        return redirect("meetings:detail", meeting_id=meeting.id)
+    return render(request, "meetings/schedule.html", {"form": form})
+
+
+def _own_meeting(request, meeting_id: str) -> Meeting:
+    meeting = get_object_or_404(Meeting, pk=meeting_id)
+    if meeting.teacher_id != request.user.pk and not request.user.is_staff:
+        raise Http404("No such meeting")
+    return meeting
+
+
+@login_required
+def meeting_detail(request, meeting_id: str):
+    meeting = _own_meeting(request, meeting_id)
+    context = {
+        "meeting": meeting,
+        "links": meeting_links(meeting),
+        "teacher_room_link": room_link(meeting_id=meeting.id, role=Role.TEACHER),
+        "events": meeting.events.all(),
+    }
+    return render(request, "meetings/detail.html", context)
+
+
+@login_required
+@require_POST
+def meeting_cancel_view(request, meeting_id: str):
+    meeting = _own_meeting(request, meeting_id)
+    if meeting_cancel(meeting=meeting, actor=_actor(request)):
+        messages.success(request, "The session is cancelled; its links no longer open a desktop.")
+    elif meeting.status == MeetingStatus.CANCELLED:
+        messages.info(request, "The session was already cancelled.")
+    else:
+        messages.error(request, "This session is already starting and can no longer be cancelled.")
+    return redirect("meetings:detail", meeting_id=meeting.id)
+
+
+# --- the join endpoint ---------------------------------------------------------------------
+
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _join_response(request, status: int, payload: dict, context: dict | None = None) -> HttpResponse:
+    if _wants_json(request):
+        response = JsonResponse(payload, status=status)
+    else:
+        page = {"status_code": status, "payload": payload, **(context or {})}
+        response = render(request, "meetings/join.html", page, status=status)
+    response["Access-Control-Allow-Origin"] = settings.ELEPHANT_CORS_ORIGIN
+    response["Vary"] = "Accept"
+    return response
+
+
+@never_cache
+@require_GET
+def join(request, meeting_id: str, role: str):
+    """GET /join/{meeting_id}/{role}?t={token} — ARCHITECTURE.md section 6."""
+    if role not in Role.values or not _MEETING_ID.match(meeting_id):
+        return _join_response(request, 400, {"message": "Invalid meeting ID or role."})
+    meeting = meeting_get_for_join(meeting_id=meeting_id, role=role)
+    if meeting is None:
+        return _join_response(request, 404, {"message": "Meeting not found."})
+    token = request.GET.get("t")
+    if not participant_token_valid(meeting_id=meeting_id, role=role, token=token):
+        return _join_response(
+            request, 403, {"message": "This link is not valid for this session and role.", "code": "bad_token"}
+        )
+    context = {"meeting": meeting, "role": role, "token": token}
+    now = timezone.now()
+    if now < meeting.join_opens_at:
+        payload = {
+            "message": "This link opens one hour before the session.",
+            "code": "too_early",
+            "opens_at": meeting.join_opens_at.isoformat(),
+            "status": meeting.status,
+        }
+        return _join_response(request, 403, payload, context)
+    if now > meeting.hard_stop_at:
+        payload = {
+            "message": "This session has ended; the link has expired.",
+            "code": "expired",
+            "status": meeting.status,
+        }
+        return _join_response(request, 403, payload, context)
+
+    link = meeting.role_dcv_link
+    if meeting.status not in READY_STATUSES or not link:
+        payload = {
+            "message": WAITING_MESSAGES.get(meeting.status, WAITING_MESSAGES[MeetingStatus.HEALTHY]),
+            "status": meeting.status,
+            "final": meeting.is_terminal,
+        }
+        return _join_response(request, 202, payload, context)
+
+    meeting_start_on_join(meeting=meeting, role=role)
+    auth_token = dcv_token_issue(meeting_id=meeting.id, role=role, instance_id=meeting.role_instance_id or "")
+    dcv_url = f"{link}?authToken={auth_token}#{settings.ELEPHANT_DCV_SESSION_ID}"
+    return _join_response(request, 200, {"dcv_url": dcv_url, "status": meeting.status}, context)

@@ -1,0 +1,174 @@
+"""The staff console for meetings. Actions call the same services the pages and tasks use."""
+
+from django.contrib import admin, messages
+
+from meetings.apikeys import api_key_issue, api_key_set_active
+from meetings.models import ApiKey, Meeting, MeetingEvent, UsagePlan
+from meetings.services import meeting_cancel
+
+
+class MeetingEventInline(admin.TabularInline):
+    model = MeetingEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "from_status", "to_status", "reason", "detail", "actor")
+    readonly_fields = fields
+    ordering = ("at", "id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def staff_actor(request) -> str:
+    return f"staff:{request.user.get_username()}"
+
+
+@admin.action(description="Cancel selected meetings (only while scheduled)")
+def cancel_meetings(modeladmin, request, queryset):
+    cancelled, skipped = 0, []
+    for meeting in queryset:
+        if meeting_cancel(meeting=meeting, actor=staff_actor(request)):
+            cancelled += 1
+        else:
+            skipped.append(f"{meeting.id} ({meeting.status})")
+    if cancelled:
+        modeladmin.message_user(request, f"Cancelled {cancelled} meeting(s).", messages.SUCCESS)
+    if skipped:
+        modeladmin.message_user(request, "Not cancelled, no longer scheduled: " + ", ".join(skipped), messages.WARNING)
+
+
+@admin.register(Meeting)
+class MeetingAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status",
+        "teacher_name",
+        "student_name",
+        "local_meet_time_display",
+        "meet_time",
+        "duration_minutes",
+        "termination_reason",
+    )
+    list_filter = ("status", "termination_reason", ("meet_time", admin.DateFieldListFilter))
+    search_fields = ("id", "teacher_name", "student_name", "teacher_email", "student_email")
+    date_hierarchy = "meet_time"
+    list_select_related = ("teacher",)
+    ordering = ("-meet_time",)
+    inlines = [MeetingEventInline]
+    actions = [cancel_meetings]
+    readonly_fields = (
+        "id",
+        "status",
+        "termination_reason",
+        "last_error",
+        "version",
+        "mirrored_version",
+        "mirrored_status",
+        "teacher_session_data",
+        "student_session_data",
+        "created_at",
+        "updated_at",
+        "launched_at",
+        "healthy_at",
+        "started_at",
+        "ended_at",
+        "api_key",
+    )
+    fieldsets = (
+        (None, {"fields": ("id", "status", "termination_reason", "last_error")}),
+        (
+            "Participants",
+            {"fields": ("teacher", "teacher_name", "teacher_email", "student_name", "student_email", "api_key")},
+        ),
+        ("Schedule", {"fields": ("meet_time", "time_zone", "duration_minutes")}),
+        (
+            "Timeline",
+            {"fields": ("created_at", "launched_at", "healthy_at", "started_at", "ended_at", "updated_at")},
+        ),
+        (
+            "Agents and mirror",
+            {
+                "fields": (
+                    "teacher_session_data",
+                    "student_session_data",
+                    "version",
+                    "mirrored_version",
+                    "mirrored_status",
+                )
+            },
+        ),
+    )
+
+    @admin.display(description="Local meet time", ordering="meet_time")
+    def local_meet_time_display(self, obj: Meeting) -> str:
+        return f"{obj.local_meet_time:%Y-%m-%d %H:%M} {obj.time_zone}"
+
+    def has_add_permission(self, request):
+        # Meetings are scheduled by teachers and integrators through the services, never raw.
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        # Once launching, the schedule is what the fleet acts on: staff must not move it.
+        if obj is not None and not obj.can_cancel():
+            return self.readonly_fields + ("teacher", "meet_time", "time_zone", "duration_minutes")
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        # Edits of a scheduled meeting bump the version so the mirror rewrites it.
+        from meetings.services import meeting_record_change
+
+        fields = {name: getattr(obj, name) for name in form.changed_data}
+        if fields:
+            meeting_record_change(
+                meeting=obj,
+                reason="STAFF_EDIT",
+                detail=", ".join(sorted(fields)),
+                actor=staff_actor(request),
+                fields=fields,
+            )
+
+
+# --- API keys and usage plans (the integrators' JSON API, docs/api.md) ---------------------------
+@admin.register(UsagePlan)
+class UsagePlanAdmin(admin.ModelAdmin):
+    list_display = ("name", "rate_per_second", "burst", "daily_quota", "key_count")
+    search_fields = ("name",)
+
+    @admin.display(description="Keys")
+    def key_count(self, obj: UsagePlan) -> int:
+        return obj.keys.count()
+
+
+@admin.action(description="Deactivate selected API keys")
+def deactivate_api_keys(modeladmin, request, queryset):
+    count = api_key_set_active(keys=queryset, active=False)
+    modeladmin.message_user(request, f"Deactivated {count} API key(s).", messages.SUCCESS)
+
+
+@admin.action(description="Reactivate selected API keys")
+def activate_api_keys(modeladmin, request, queryset):
+    count = api_key_set_active(keys=queryset, active=True)
+    modeladmin.message_user(request, f"Reactivated {count} API key(s).", messages.SUCCESS)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "plan", "is_active", "created_at", "last_used_at")
+    list_filter = ("is_active", "plan")
+    search_fields = ("name", "prefix")
+    list_select_related = ("plan",)
+    fields = ("name", "plan", "is_active", "prefix", "created_at", "last_used_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    actions = [deactivate_api_keys, activate_api_keys]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        plaintext = api_key_issue(key=obj)
+        super().save_model(request, obj, form, change)
+        # The only time anyone sees the key: only its hash is stored.
+        self.message_user(
+            request,
+            f"New API key for {obj.name!r}: {plaintext} (copy it now: it will not be shown again).",
+            messages.SUCCESS,
+        )
