@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
@@ -242,13 +243,14 @@ def parse_meeting_request(data: dict) -> tuple[dict[str, Any], dict[str, list[st
         cleaned[name], problem = clean(data.get(name))
         if problem:
             errors[name] = [problem]
-    if not {"meet_time", "time_zone", "duration_minutes"} & errors.keys():
-        for name, problem in meeting_schedule_validate(
-            meet_time=cleaned["meet_time"],
-            time_zone=cleaned["time_zone"],
-            duration_minutes=cleaned["duration_minutes"],
-        ).items():
-            errors.setdefault(name, []).append(problem)
+    # The service's own rules (past times, zone, duration range) for whatever is well-formed so far.
+    fallbacks = {"meet_time": timezone.now(), "time_zone": "UTC", "duration_minutes": 60}
+    rules = meeting_schedule_validate(
+        **{name: fallback if name in errors else cleaned[name] for name, fallback in fallbacks.items()}
+    )
+    for name, problem in rules.items():
+        if name not in errors:
+            errors[name] = [problem]
     return cleaned, errors
 
 
