@@ -101,7 +101,18 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 defaults socket_timeout to 5 s, the same as channels-redis' blocking
+            # BZPOPMIN (brpop_timeout = 5): an idle receive then raises TimeoutError and the
+            # consumer dies with 1011. The read timeout must exceed the blocking pop.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": env_float("ELEPHANT_REDIS_SOCKET_TIMEOUT", 15.0),
+                    "socket_connect_timeout": 5,
+                    "socket_keepalive": True,
+                    "health_check_interval": 30,
+                }
+            ],
             "prefix": env_str("ELEPHANT_CHANNEL_PREFIX", "elephant"),
             "capacity": 1000,
             "expiry": 60,
@@ -204,10 +215,31 @@ ELEPHANT_PROBE_TIMEOUT_SECONDS = env_float("ELEPHANT_PROBE_TIMEOUT_SECONDS", 3.0
 ELEPHANT_PROBE_VERIFY_TLS = env_bool("ELEPHANT_PROBE_VERIFY_TLS", False)
 ELEPHANT_SIM_BOOT_SECONDS = env_int("ELEPHANT_SIM_BOOT_SECONDS", 10)
 ELEPHANT_SWEEP_SECONDS = env_int("ELEPHANT_SWEEP_SECONDS", 15)
+# Fleet (docs/fleet.md): the one AWS retry policy, the reaper, the DCV user name.
+ELEPHANT_AWS_MAX_ATTEMPTS = env_int("ELEPHANT_AWS_MAX_ATTEMPTS", 5)
+ELEPHANT_AWS_RETRY_BASE_SECONDS = env_float("ELEPHANT_AWS_RETRY_BASE_SECONDS", 0.5)
+ELEPHANT_AWS_RETRY_CAP_SECONDS = env_float("ELEPHANT_AWS_RETRY_CAP_SECONDS", 20.0)
+ELEPHANT_REAPER_SECONDS = env_int("ELEPHANT_REAPER_SECONDS", 60)
+ELEPHANT_REAPER_GRACE_MINUTES = env_int("ELEPHANT_REAPER_GRACE_MINUTES", 15)
+ELEPHANT_DCV_USERNAME = env_str("ELEPHANT_DCV_USERNAME", "")
 
 # DynamoDB mirror.
 ELEPHANT_DDB_TABLE = env_str("ELEPHANT_DDB_TABLE", "elephant-meetings")
+ELEPHANT_DDB_FLUSH_SECONDS = env_int("ELEPHANT_DDB_FLUSH_SECONDS", 30)  # beat sweep of the outbox
+ELEPHANT_DDB_PULL_SECONDS = env_int("ELEPHANT_DDB_PULL_SECONDS", 15)  # beat pull of agent attributes
+ELEPHANT_DDB_FLUSH_DELAY_SECONDS = env_float("ELEPHANT_DDB_FLUSH_DELAY_SECONDS", 1.0)  # on-commit coalescing window
+ELEPHANT_DDB_FLUSH_BATCH = env_int("ELEPHANT_DDB_FLUSH_BATCH", 500)  # meetings per flush pass
+ELEPHANT_DDB_RETRY_BASE_SECONDS = env_int("ELEPHANT_DDB_RETRY_BASE_SECONDS", 5)
+ELEPHANT_DDB_RETRY_MAX_SECONDS = env_int("ELEPHANT_DDB_RETRY_MAX_SECONDS", 300)
+ELEPHANT_DDB_MAX_ATTEMPTS = env_int("ELEPHANT_DDB_MAX_ATTEMPTS", 4)  # botocore attempts per call
+ELEPHANT_DDB_TIMEOUT_SECONDS = env_float("ELEPHANT_DDB_TIMEOUT_SECONDS", 5.0)
 
-# Signalling.
-ELEPHANT_ROOM_CAPACITY = env_int("ELEPHANT_ROOM_CAPACITY", 4)
+# Signalling (docs/signalling.md).
+ELEPHANT_ROOM_CAPACITY = env_int("ELEPHANT_ROOM_CAPACITY", 4)  # teacher + student + 2 staff observers
+ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES = env_int("ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES", 128 * 1024)
+ELEPHANT_SIGNALLING_RATE_PER_SECOND = env_float("ELEPHANT_SIGNALLING_RATE_PER_SECOND", 50.0)
+ELEPHANT_SIGNALLING_RATE_BURST = env_int("ELEPHANT_SIGNALLING_RATE_BURST", 200)
+ELEPHANT_SIGNALLING_AUTH_FAILURES = env_int("ELEPHANT_SIGNALLING_AUTH_FAILURES", 3)
+ELEPHANT_SIGNALLING_IDLE_SECONDS = env_int("ELEPHANT_SIGNALLING_IDLE_SECONDS", 60)
+ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = env_float("ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS", 6.0)
 ELEPHANT_ICE_SERVERS = json.loads(env_str("ELEPHANT_ICE_SERVERS", '[{"urls": ["stun:stun.l.google.com:19302"]}]'))

@@ -127,6 +127,11 @@ class Meeting(models.Model):
     # What the mirror last wrote successfully (see meetings.dynamo).
     mirrored_version = models.PositiveBigIntegerField(default=0)
     mirrored_status = models.CharField(max_length=16, blank=True)
+    # Retry state of the mirror's outbox for this meeting (meetings.mirror); also its claim lease.
+    mirror_attempts = models.PositiveIntegerField(default=0)
+    mirror_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    mirror_last_error = models.TextField(blank=True)
+    mirror_error_at = models.DateTimeField(null=True, blank=True)
 
     objects = MeetingQuerySet.as_manager()
 
@@ -184,14 +189,28 @@ class MeetingEvent(models.Model):
     actor = models.CharField(
         max_length=150, blank=True, help_text="system, staff:<user>, teacher:<user>, api:<key>, agent"
     )
+    # The event is also the DynamoDB outbox record: pending while null (meetings.mirror).
+    mirrored_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
+        indexes = [
+            models.Index(fields=["meeting"], name="event_mirror_pending", condition=Q(mirrored_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         if self.to_status:
             return f"{self.meeting_id}: {self.from_status or '-'} -> {self.to_status}"
         return f"{self.meeting_id}: {self.reason}"
+
+
+class MirrorBacklog(MeetingEvent):
+    """Changes not yet written to DynamoDB: the admin's view of the mirror's outbox."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "DynamoDB backlog entry"
+        verbose_name_plural = "DynamoDB backlog"
 
 
 class UsagePlan(models.Model):

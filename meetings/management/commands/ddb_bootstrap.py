@@ -1,0 +1,10 @@
+from django.core.management.base import BaseCommand
+
+from meetings.dynamo import table_bootstrap
+
+
+class Command(BaseCommand):
+    help = "Create the DynamoDB table (on-demand, streams with new and old images) where missing. Safe to rerun."
+
+    def handle(self, *args, **options):
+        self.stdout.write(table_bootstrap())

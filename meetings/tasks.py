@@ -1,0 +1,23 @@
+"""Celery entry points of the meetings app: thin, they call a service and return."""
+
+from celery import shared_task
+from django.core.cache import cache
+
+from meetings.mirror import FLUSH_QUEUED_KEY, mirror_flush, mirror_flush_soon, mirror_pull
+
+
+@shared_task(ignore_result=True)
+def mirror_flush_task() -> dict:
+    """Write pending meeting changes to DynamoDB (queued on commit of a change; swept by beat)."""
+    cache.delete(FLUSH_QUEUED_KEY)  # changes committed from now on queue the next run
+    result = mirror_flush()
+    if result.full:
+        mirror_flush_soon()
+    return {"written": result.written, "events": result.events, "failed": result.failed}
+
+
+@shared_task(ignore_result=True)
+def mirror_pull_task() -> dict:
+    """Read the agents' attributes of active meetings from DynamoDB into the database (beat)."""
+    result = mirror_pull()
+    return {"meetings": result.meetings, "skipped": len(result.skipped), "session_data": result.session_data}
