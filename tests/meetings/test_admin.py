@@ -1,0 +1,88 @@
+"""The staff console: list, filters, search, event log, read-only fields, actions."""
+
+import pytest
+
+from meetings.models import MeetingStatus
+from tests.factories import make_meeting, make_staff
+
+
+@pytest.fixture
+def staff_client(client, db):
+    client.force_login(make_staff())
+    return client
+
+
+@pytest.mark.django_db
+class TestMeetingAdmin:
+    def test_changelist_shows_status_names_and_local_time(self, staff_client):
+        meeting = make_meeting(teacher_name="Tina T", student_name="Stu S", time_zone="Asia/Tokyo")
+        page = staff_client.get("/admin/meetings/meeting/").content.decode()
+        assert meeting.id in page and "Tina T" in page and "Stu S" in page
+        assert f"{meeting.local_meet_time:%Y-%m-%d %H:%M} Asia/Tokyo" in page
+
+    def test_filter_by_status_and_search_by_id_and_name(self, staff_client):
+        a = make_meeting(student_name="Alice")
+        b = make_meeting(student_name="Bob", status=MeetingStatus.FAILED)
+        page = staff_client.get("/admin/meetings/meeting/?status__exact=FAILED").content.decode()
+        assert b.id in page and a.id not in page
+        page = staff_client.get("/admin/meetings/meeting/?q=Alice").content.decode()
+        assert a.id in page and b.id not in page
+        page = staff_client.get(f"/admin/meetings/meeting/?q={b.id}").content.decode()
+        assert b.id in page and a.id not in page
+
+    def test_change_page_shows_the_event_log_and_keeps_status_read_only(self, staff_client):
+        from meetings.services import meeting_cancel
+
+        meeting = make_meeting()
+        meeting_cancel(meeting=meeting, actor="staff:sam")
+        page = staff_client.get(f"/admin/meetings/meeting/{meeting.id}/change/").content.decode()
+        assert "staff:sam" in page
+        assert 'name="status"' not in page
+        assert 'name="version"' not in page
+
+    def test_cancel_action_uses_the_service(self, staff_client):
+        scheduled = make_meeting()
+        launching = make_meeting(status=MeetingStatus.LAUNCHING)
+        response = staff_client.post(
+            "/admin/meetings/meeting/",
+            {"action": "cancel_meetings", "_selected_action": [scheduled.id, launching.id]},
+            follow=True,
+        )
+        page = response.content.decode()
+        assert "Cancelled 1 meeting(s)." in page
+        assert launching.id in page  # named in the warning
+        scheduled.refresh_from_db()
+        launching.refresh_from_db()
+        assert scheduled.status == MeetingStatus.CANCELLED
+        assert scheduled.events.get().actor == "staff:sam"
+        assert launching.status == MeetingStatus.LAUNCHING
+
+    def test_staff_edit_of_a_scheduled_meeting_bumps_the_version_and_logs_it(self, staff_client):
+        meeting = make_meeting(student_name="Old Name")
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/",
+            {
+                "teacher": "",
+                "teacher_name": meeting.teacher_name,
+                "teacher_email": "",
+                "student_name": "New Name",
+                "student_email": "",
+                "meet_time_0": meeting.meet_time.strftime("%Y-%m-%d"),
+                "meet_time_1": meeting.meet_time.strftime("%H:%M:%S"),
+                "time_zone": meeting.time_zone,
+                "duration_minutes": "60",
+                "events-TOTAL_FORMS": "0",
+                "events-INITIAL_FORMS": "0",
+            },
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+        meeting.refresh_from_db()
+        assert meeting.student_name == "New Name"
+        assert meeting.version == 2
+        assert meeting.events.get().reason == "STAFF_EDIT"
+
+    def test_teachers_cannot_open_the_console(self, client):
+        from tests.factories import make_teacher
+
+        client.force_login(make_teacher())
+        assert client.get("/admin/meetings/meeting/").status_code == 302
