@@ -154,7 +154,7 @@ class Stack:
             wait_for_port("127.0.0.1", self.standin_port, 30, "DCV stand-in", proc)
 
     def prepare(self) -> None:
-        self.manage("migrate", "--noinput")
+        self.manage("migrate", "--noinput", "--verbosity", "0")
         self.manage("ensure_demo_users")
         if self.local_aws and self._command_exists("fleet", "fleet_local_setup"):
             self.manage("fleet_local_setup")
