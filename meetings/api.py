@@ -81,6 +81,7 @@ def api_endpoint(*methods: str):
         def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method == "OPTIONS":
                 response = HttpResponse(status=204)
+                del response["Content-Type"]
                 response["Allow"] = allow
                 response["Access-Control-Allow-Methods"] = allow
                 response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
