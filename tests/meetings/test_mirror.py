@@ -1,0 +1,296 @@
+"""The outbox, flush, pull and repair of the DynamoDB mirror, against a real moto server over HTTP."""
+
+# ruff: noqa: F811  (the fixtures imported from dynamo_support are used as arguments)
+
+import importlib
+import logging
+from datetime import timedelta
+
+import pytest
+import redis
+import time_machine
+from django.apps import apps
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from meetings import dynamo
+from meetings.mirror import FLUSH_QUEUED_KEY, mirror_backlog, mirror_flush, mirror_pull, mirror_resync
+from meetings.models import Meeting, MeetingEvent, MeetingStatus
+from meetings.services import meeting_record_change, meeting_start_on_join, meeting_transition
+from meetings.tokens import participant_token
+from tests.factories import make_host, make_meeting, make_ready_meeting
+from tests.meetings.dynamo_support import ddb, ddb_calls  # noqa: F401
+
+TABLE = "elephant-meetings"
+
+
+def mirrored(meeting: Meeting) -> Meeting:
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    assert mirror_flush().written == 1
+    meeting.refresh_from_db()
+    return meeting
+
+
+def agent_writes(meeting_id: str, **attributes) -> None:
+    """What an agent on a host does: SET its attributes (and maybe status) on the item."""
+    names = {f"#n{i}": name for i, name in enumerate(attributes)}
+    values = {f":v{i}": {"S": value} for i, value in enumerate(attributes.values())}
+    dynamo.ddb_client().update_item(
+        TableName=TABLE,
+        Key={"id": {"S": meeting_id}},
+        UpdateExpression="SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(attributes))),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+    )
+
+
+def agent_writes_raw(meeting_id: str, name: str, value: dict) -> None:
+    dynamo.ddb_client().update_item(
+        TableName=TABLE,
+        Key={"id": {"S": meeting_id}},
+        UpdateExpression="SET #n = :v",
+        ExpressionAttributeNames={"#n": name},
+        ExpressionAttributeValues={":v": value},
+    )
+
+
+# --- outbox and flush ----------------------------------------------------------------------------
+
+
+def test_every_change_is_an_outbox_record_and_the_join_transition_adds_no_query(
+    ddb, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    meeting = make_ready_meeting()
+    with django_assert_num_queries(2):  # conditional UPDATE + INSERT event; the mirror adds none
+        with django_capture_on_commit_callbacks(execute=True):
+            assert meeting_start_on_join(meeting=meeting, role="teacher")
+    event = MeetingEvent.objects.get(meeting=meeting)
+    assert event.to_status == MeetingStatus.IN_PROGRESS and event.mirrored_at is None
+    assert mirror_backlog().changes == 1
+    assert mirror_flush().written == 1
+    event.refresh_from_db()
+    assert event.mirrored_at is not None
+    assert mirror_backlog().changes == 0
+    assert dynamo.item_get(meeting.id)["status"] == "IN_PROGRESS"
+
+
+def test_ten_changes_coalesce_into_one_write(ddb, ddb_calls):
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    meeting_transition(meeting=meeting, to_status=MeetingStatus.LAUNCHING, allowed_from={MeetingStatus.SCHEDULED})
+    for number in range(9):
+        meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"teacher_name": f"Tina {number}"})
+    assert mirror_backlog().changes == 10
+
+    result = mirror_flush()
+
+    assert ddb_calls["UpdateItem"] == 1
+    assert (result.written, result.events) == (1, 10)
+    item = dynamo.item_get(meeting.id)
+    assert (item["status"], item["teacher_name"], item["version"]) == ("LAUNCHING", "Tina 8", 11)
+    meeting.refresh_from_db()
+    assert (meeting.mirrored_version, meeting.mirrored_status) == (11, "LAUNCHING")
+    assert mirror_flush().claimed == 0 and ddb_calls["UpdateItem"] == 1
+
+
+def test_a_newer_item_is_not_overwritten_and_staff_see_why(ddb):
+    meeting = mirrored(make_meeting(status=MeetingStatus.SCHEDULED))
+    agent_writes_raw(meeting.id, "version", {"N": "99"})  # e.g. a database restored from an old backup
+    meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"teacher_name": "Older"})
+
+    result = mirror_flush()
+
+    assert (result.written, result.failed) == (0, 1)
+    assert dynamo.item_get(meeting.id)["teacher_name"] == "Tina Teacher"
+    backlog = mirror_backlog()
+    assert backlog.changes == 1
+    assert "newer than the database's 2" in backlog.last_error and backlog.last_error_meeting_id == meeting.id
+
+
+def test_agent_writes_flow_back_through_the_services(ddb, ddb_calls):
+    meeting = mirrored(make_ready_meeting())
+    teacher, student = meeting.hosts.get(role="teacher"), meeting.hosts.get(role="student")
+    agent_writes(meeting.id, status="HEALTHY", instance_id=teacher.instance_id)
+    agent_writes(meeting.id, student_session_data="s3://recordings/student.mp4")
+    ddb_calls.clear()
+
+    result = mirror_pull()
+
+    assert dict(ddb_calls) == {"BatchGetItem": 1}
+    assert (result.healthy_marked, result.session_data) == (1, 1)
+    teacher.refresh_from_db(), student.refresh_from_db(), meeting.refresh_from_db()
+    assert teacher.agent_healthy_at is not None and student.agent_healthy_at is None
+    assert meeting.status == MeetingStatus.HEALTHY  # the fleet's health check decides, not the pull
+    assert meeting.student_session_data == "s3://recordings/student.mp4"
+    event = meeting.events.latest("id")
+    assert (event.reason, event.actor) == ("AGENT_SESSION_DATA", "agent")
+
+    assert mirror_pull().session_data == 0  # idempotent: nothing new, no change recorded
+    mirror_flush()  # the change that stored the data is mirrored too, leaving the agent's attributes alone
+    item = dynamo.item_get(meeting.id)
+    assert item["student_session_data"] == "s3://recordings/student.mp4"
+    assert item["instance_id"] == teacher.instance_id
+    assert item["version"] == meeting.version
+
+
+def test_pull_reads_active_meetings_in_batches_of_100(ddb, ddb_calls):
+    for _ in range(150):
+        make_meeting(status=MeetingStatus.LAUNCHING)
+    make_meeting(status=MeetingStatus.SCHEDULED)  # not active: not read
+    result = mirror_pull()
+    assert result.meetings == 150
+    assert dict(ddb_calls) == {"BatchGetItem": 2}
+
+
+def test_clobber_race_agent_writes_between_two_app_writes(ddb, ddb_calls):
+    meeting = make_meeting(status=MeetingStatus.DNS_WRITTEN)
+    teacher = make_host(meeting, "teacher", state="DNS_WRITTEN")
+    make_host(meeting, "student", state="DNS_WRITTEN")
+    meeting = mirrored(meeting)  # app write 1: status DNS_WRITTEN
+    # Between the two app writes the agent reports health and uploads the recording.
+    agent_writes(
+        meeting.id, status="HEALTHY", instance_id=teacher.instance_id, teacher_session_data="s3://rec/teacher.mp4"
+    )
+    meeting_record_change(meeting=meeting, reason="DCV_LINK", fields={"teacher_name": "Tina T."})
+    ddb_calls.clear()
+
+    result = mirror_flush()  # app write 2: its status condition fails, the agent's word is ingested first
+
+    assert result.written == 1 and result.conflicts == 1
+    assert ddb_calls["UpdateItem"] == 2
+    teacher.refresh_from_db(), meeting.refresh_from_db()
+    assert teacher.agent_healthy_at is not None
+    assert meeting.teacher_session_data == "s3://rec/teacher.mp4"
+    item = dynamo.item_get(meeting.id)
+    assert item["teacher_session_data"] == "s3://rec/teacher.mp4"
+    assert item["instance_id"] == teacher.instance_id
+    assert (item["status"], item["teacher_name"], item["version"]) == ("DNS_WRITTEN", "Tina T.", meeting.version)
+    assert mirror_backlog().changes == 0
+
+    # The agent writes again (session data only); the next app write passes and keeps it.
+    agent_writes(meeting.id, student_session_data="s3://rec/student.mp4")
+    meeting_transition(meeting=meeting, to_status=MeetingStatus.HEALTHY, allowed_from={MeetingStatus.DNS_WRITTEN})
+    mirror_flush()
+    item = dynamo.item_get(meeting.id)
+    assert item["status"] == "HEALTHY"
+    assert (item["teacher_session_data"], item["student_session_data"]) == (
+        "s3://rec/teacher.mp4",
+        "s3://rec/student.mp4",
+    )
+
+
+def test_odd_items_are_logged_and_skipped(ddb, caplog):
+    odd_status, odd_data, good = (mirrored(make_ready_meeting()) for _ in range(3))
+    agent_writes(odd_status.id, status="BANANA")
+    agent_writes_raw(odd_data.id, "teacher_session_data", {"N": "42"})
+    agent_writes(good.id, teacher_session_data="s3://rec/good.mp4")
+
+    with caplog.at_level(logging.WARNING, logger="meetings.mirror"):
+        result = mirror_pull()
+
+    assert sorted(result.skipped) == sorted([odd_status.id, odd_data.id])
+    assert f"DynamoDB item '{odd_status.id}': status 'BANANA' is not a known status; skipped" in caplog.text
+    assert f"DynamoDB item '{odd_data.id}': teacher_session_data Decimal('42') is not a URL string" in caplog.text
+    good.refresh_from_db(), odd_data.refresh_from_db()
+    assert good.teacher_session_data == "s3://rec/good.mp4"
+    assert odd_data.teacher_session_data == ""
+    # The app's next write repairs the odd status (its condition fails, the write goes again).
+    meeting_record_change(meeting=odd_status, reason="STAFF_EDIT", fields={"student_name": "S."})
+    assert mirror_flush().failed == 0
+    assert dynamo.item_get(odd_status.id)["status"] == "HEALTHY"
+
+
+def test_pull_rewrites_items_the_table_lost(ddb):
+    meeting = mirrored(make_ready_meeting())
+    dynamo.ddb_client().delete_item(TableName=TABLE, Key={"id": {"S": meeting.id}})
+    assert mirror_pull().resync == 1
+    mirror_flush()
+    assert dynamo.item_get(meeting.id)["status"] == "HEALTHY"
+
+
+def test_outage_joins_keep_working_and_the_mirror_catches_up(ddb, client):
+    meeting = mirrored(make_ready_meeting(meet_time=timezone.now() + timedelta(minutes=10)))
+    other = make_meeting(status=MeetingStatus.SCHEDULED)
+    ddb.stop()
+    try:
+        token = participant_token(meeting_id=meeting.id, role="teacher")
+        response = client.get(f"/join/{meeting.id}/teacher?t={token}", HTTP_ACCEPT="application/json")
+        assert response.status_code == 200 and "dcv_url" in response.json()
+        meeting.refresh_from_db()
+        assert meeting.status == MeetingStatus.IN_PROGRESS
+        meeting_record_change(meeting=other, reason="STAFF_EDIT", fields={"student_name": "Sue"})
+
+        result = mirror_flush()
+
+        assert result.unavailable and result.written == 0
+        backlog = mirror_backlog()
+        assert (backlog.changes, backlog.meetings) == (2, 2)
+        assert backlog.oldest_age() >= timedelta(0)
+        assert "Could not connect" in backlog.last_error
+        assert mirror_flush().claimed <= 1  # the failed meeting backs off; the other is tried next pass
+    finally:
+        ddb.start()  # a fresh moto server on the same port: the table is gone
+    call_command("ddb_bootstrap")
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.ELEPHANT_DDB_RETRY_MAX_SECONDS + 1)):
+        mirror_flush()
+    assert mirror_backlog().changes == 0 and mirror_backlog().last_error == ""
+    assert dynamo.item_get(meeting.id)["status"] == "IN_PROGRESS"
+    assert dynamo.item_get(other.id)["student_name"] == "Sue"
+
+
+def test_changes_queue_one_flush_task_at_a_time(ddb, django_capture_on_commit_callbacks):
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("celery")
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            for number in range(5):
+                meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"teacher_name": f"T{number}"})
+        assert broker.llen("celery") == 1
+        assert b"meetings.tasks.mirror_flush_task" in broker.lindex("celery", 0)
+    finally:
+        broker.delete("celery")
+        from django.core.cache import cache
+
+        cache.delete(FLUSH_QUEUED_KEY)
+
+
+def test_flush_task_runs_the_flush(ddb):
+    from meetings.tasks import mirror_flush_task, mirror_pull_task
+
+    meeting = make_ready_meeting()
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    assert mirror_flush_task.apply().get() == {"written": 1, "events": 1, "failed": 0}
+    assert mirror_pull_task.apply().get()["meetings"] == 1
+
+
+# --- commands, beat ------------------------------------------------------------------------------
+
+
+def test_resync_command_by_id_and_all(ddb, capsys):
+    first, second = make_ready_meeting(), make_meeting(status=MeetingStatus.SCHEDULED)
+    call_command("ddb_resync", first.id)
+    assert dynamo.item_get(first.id)["status"] == "HEALTHY"
+    assert dynamo.item_get(second.id) is None
+
+    ddb.reset()  # the table lost everything
+    call_command("ddb_bootstrap")
+    call_command("ddb_resync", "--all")
+    assert dynamo.item_get(first.id)["status"] == "HEALTHY"
+    assert dynamo.item_get(second.id)["status"] == "SCHEDULED"
+    assert "written 2, failed 0; backlog now 0 change(s)" in capsys.readouterr().out
+
+    with pytest.raises(CommandError, match="Unknown meeting id"):
+        call_command("ddb_resync", "zzzzzzzzzzzzzzzz")
+    with pytest.raises(CommandError, match="Give meeting ids or --all"):
+        call_command("ddb_resync")
+
+
+def test_beat_entries_expire_within_their_interval(db):
+    migration = importlib.import_module("meetings.migrations.0003_mirror_beat_entries")
+    migration.create_entries(apps, None)
+    tasks = {task.task: task for task in PeriodicTask.objects.filter(task__startswith="meetings.tasks.mirror_")}
+    assert set(tasks) == {"meetings.tasks.mirror_flush_task", "meetings.tasks.mirror_pull_task"}
+    for task in tasks.values():
+        assert task.enabled and 0 < task.expire_seconds <= task.interval.every and task.interval.period == "seconds"
