@@ -243,3 +243,11 @@ ELEPHANT_SIGNALLING_AUTH_FAILURES = env_int("ELEPHANT_SIGNALLING_AUTH_FAILURES",
 ELEPHANT_SIGNALLING_IDLE_SECONDS = env_int("ELEPHANT_SIGNALLING_IDLE_SECONDS", 60)
 ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = env_float("ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS", 6.0)
 ELEPHANT_ICE_SERVERS = json.loads(env_str("ELEPHANT_ICE_SERVERS", '[{"urls": ["stun:stun.l.google.com:19302"]}]'))
+
+# Participant pages (docs/pages.md).
+ELEPHANT_AUTO_REDIRECT = env_bool("ELEPHANT_AUTO_REDIRECT", True)  # waiting room opens the desktop by itself
+# TURN for the video room, coturn REST-API style (use-auth-secret): each participant gets its own
+# credential that expires after ELEPHANT_TURN_TTL_SECONDS. Unset secret or URLs: STUN only.
+ELEPHANT_TURN_SECRET = env_str("ELEPHANT_TURN_SECRET", "")
+ELEPHANT_TURN_URLS = env_list("ELEPHANT_TURN_URLS", [])
+ELEPHANT_TURN_TTL_SECONDS = env_int("ELEPHANT_TURN_TTL_SECONDS", 3600)
