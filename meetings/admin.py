@@ -3,7 +3,8 @@
 from django.contrib import admin, messages
 
 from meetings.apikeys import api_key_issue, api_key_set_active
-from meetings.models import ApiKey, Meeting, MeetingEvent, UsagePlan
+from meetings.mirror import mirror_backlog, mirror_resync
+from meetings.models import ApiKey, Meeting, MeetingEvent, MirrorBacklog, UsagePlan
 from meetings.services import meeting_cancel
 
 
@@ -55,7 +56,7 @@ class MeetingAdmin(admin.ModelAdmin):
     list_select_related = ("teacher",)
     ordering = ("-meet_time",)
     inlines = [MeetingEventInline]
-    actions = [cancel_meetings]
+    actions = [cancel_meetings, "resync_to_dynamodb"]
     readonly_fields = (
         "id",
         "status",
@@ -64,6 +65,10 @@ class MeetingAdmin(admin.ModelAdmin):
         "version",
         "mirrored_version",
         "mirrored_status",
+        "mirror_attempts",
+        "mirror_next_attempt_at",
+        "mirror_last_error",
+        "mirror_error_at",
         "teacher_session_data",
         "student_session_data",
         "created_at",
@@ -94,10 +99,21 @@ class MeetingAdmin(admin.ModelAdmin):
                     "version",
                     "mirrored_version",
                     "mirrored_status",
+                    "mirror_attempts",
+                    "mirror_next_attempt_at",
+                    "mirror_last_error",
+                    "mirror_error_at",
                 )
             },
         ),
     )
+
+    @admin.action(description="Resync selected meetings to DynamoDB")
+    def resync_to_dynamodb(self, request, queryset):
+        queued = mirror_resync(meeting_ids=queryset.values_list("pk", flat=True), actor=staff_actor(request))
+        self.message_user(
+            request, f"Queued {queued} meeting(s) for DynamoDB; see the DynamoDB backlog.", messages.SUCCESS
+        )
 
     @admin.display(description="Local meet time", ordering="meet_time")
     def local_meet_time_display(self, obj: Meeting) -> str:
@@ -126,6 +142,66 @@ class MeetingAdmin(admin.ModelAdmin):
                 actor=staff_actor(request),
                 fields=fields,
             )
+
+
+# --- DynamoDB mirror backlog (docs/dynamo.md) -----------------------------------------------------
+@admin.register(MirrorBacklog)
+class MirrorBacklogAdmin(admin.ModelAdmin):
+    """The mirror's outbox: changes not yet in DynamoDB, with the backlog's count, age and last error."""
+
+    list_display = ("meeting", "at", "reason", "to_status", "attempts", "next_attempt", "error")
+    list_select_related = ("meeting",)
+    ordering = ("at", "id")
+    actions = ["retry_now"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(mirrored_at__isnull=True)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # dropping an outbox record would lose a change
+
+    def changelist_view(self, request, extra_context=None):
+        backlog = mirror_backlog()
+        if backlog.changes:
+            age = backlog.oldest_age()
+            summary = (
+                f"Backlog: {backlog.changes} change(s) of {backlog.meetings} meeting(s), "
+                f"oldest {int(age.total_seconds())} s old."
+            )
+        else:
+            summary = "Backlog: empty; DynamoDB is up to date."
+        self.message_user(request, summary, messages.WARNING if backlog.changes else messages.INFO)
+        if backlog.last_error:
+            self.message_user(
+                request,
+                f"Last error ({backlog.last_error_meeting_id}, {backlog.last_error_at:%Y-%m-%d %H:%M:%S} UTC): "
+                f"{backlog.last_error}",
+                messages.ERROR,
+            )
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="Attempts")
+    def attempts(self, obj: MirrorBacklog) -> int:
+        return obj.meeting.mirror_attempts
+
+    @admin.display(description="Next attempt")
+    def next_attempt(self, obj: MirrorBacklog):
+        return obj.meeting.mirror_next_attempt_at
+
+    @admin.display(description="Last error")
+    def error(self, obj: MirrorBacklog) -> str:
+        return obj.meeting.mirror_last_error[:200]
+
+    @admin.action(description="Retry the selected meetings now")
+    def retry_now(self, request, queryset):
+        queued = mirror_resync(meeting_ids=queryset.values_list("meeting_id", flat=True), actor=staff_actor(request))
+        self.message_user(request, f"Retrying {queued} meeting(s).", messages.SUCCESS)
 
 
 # --- API keys and usage plans (the integrators' JSON API, docs/api.md) ---------------------------

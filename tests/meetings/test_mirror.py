@@ -294,3 +294,33 @@ def test_beat_entries_expire_within_their_interval(db):
     assert set(tasks) == {"meetings.tasks.mirror_flush_task", "meetings.tasks.mirror_pull_task"}
     for task in tasks.values():
         assert task.enabled and 0 < task.expire_seconds <= task.interval.every and task.interval.period == "seconds"
+
+
+# --- admin ---------------------------------------------------------------------------------------
+
+
+def test_admin_shows_the_backlog_and_resyncs(ddb, client):
+    from tests.factories import make_staff
+
+    client.force_login(make_staff())
+    meeting = make_ready_meeting()
+    response = client.post(
+        "/admin/meetings/meeting/", {"action": "resync_to_dynamodb", "_selected_action": [meeting.id]}, follow=True
+    )
+    assert "Queued 1 meeting(s) for DynamoDB" in response.content.decode()
+    Meeting.objects.filter(pk=meeting.pk).update(
+        mirror_last_error="DynamoUnavailable: throttled", mirror_error_at=timezone.now(), mirror_attempts=3
+    )
+
+    page = client.get("/admin/meetings/mirrorbacklog/").content.decode()
+
+    assert "Backlog: 1 change(s) of 1 meeting(s), oldest" in page
+    assert f"Last error ({meeting.id}," in page and "DynamoUnavailable: throttled" in page
+    assert "DDB_RESYNC" in page
+
+    event = MeetingEvent.objects.get(meeting=meeting, mirrored_at__isnull=True)
+    client.post("/admin/meetings/mirrorbacklog/", {"action": "retry_now", "_selected_action": [event.pk]})
+    meeting.refresh_from_db()
+    assert meeting.mirror_attempts == 0 and meeting.mirror_next_attempt_at is None
+    mirror_flush()
+    assert "Backlog: empty" in client.get("/admin/meetings/mirrorbacklog/").content.decode()
