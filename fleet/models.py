@@ -20,6 +20,7 @@ class HostState(models.TextChoices):
 
 LIVE_HOST_STATES = frozenset(
     {
+        HostState.PENDING,
         HostState.LAUNCHING,
         HostState.BOOTING,
         HostState.RUNNING,
@@ -29,9 +30,18 @@ LIVE_HOST_STATES = frozenset(
 )
 
 
+# Live but not yet healthy: what the health check looks at.
+BOOTING_HOST_STATES = LIVE_HOST_STATES - {HostState.HEALTHY}
+# States in which an instance may be running and the watchdog follows it.
+WATCHED_HOST_STATES = (LIVE_HOST_STATES - {HostState.PENDING, HostState.LAUNCHING}) | {HostState.TERMINATING}
+
+
 class HostQuerySet(models.QuerySet):
     def live(self):
         return self.filter(state__in=LIVE_HOST_STATES)
+
+    def watched(self):
+        return self.filter(state__in=WATCHED_HOST_STATES).exclude(instance_id="")
 
 
 class Host(models.Model):
@@ -50,6 +60,10 @@ class Host(models.Model):
     healthy_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     agent_healthy_at = models.DateTimeField(null=True, blank=True)
+    # The last health check: EC2 status checks and the DCV endpoint, each None until checked.
+    checked_at = models.DateTimeField(null=True, blank=True)
+    ec2_checks_ok = models.BooleanField(null=True, blank=True)
+    dcv_answered = models.BooleanField(null=True, blank=True)
     probe_failures = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -65,3 +79,12 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meeting_id}/{self.role}#{self.generation} {self.instance_id or '-'} {self.state}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_HOST_STATES
+
+    @property
+    def started_at(self):
+        """When this host's clock for the health timeout started."""
+        return self.launched_at or self.created_at

@@ -1,0 +1,93 @@
+"""Reads of hosts and of the meetings the fleet sweeps. Each function is one query."""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
+
+from fleet.models import BOOTING_HOST_STATES, Host, HostState
+from meetings.models import ACTIVE_STATUSES, Meeting, MeetingEvent, MeetingStatus
+
+# A LAUNCHING meeting not moved on for this long is handed to the launch service again.
+LAUNCH_STUCK_AFTER = timedelta(minutes=2)
+SAFETY_NET_KEPT_ALIVE = "SAFETY_NET_KEPT_ALIVE"
+PRE_HEALTHY_STATUSES = frozenset({MeetingStatus.LAUNCHING, MeetingStatus.LAUNCHED, MeetingStatus.DNS_WRITTEN})
+
+
+def hosts_current(*, meeting_id: str) -> dict[str, Host]:
+    """Role -> the role's current host (its newest generation)."""
+    current: dict[str, Host] = {}
+    for host in Host.objects.filter(meeting_id=meeting_id).order_by("role", "-generation"):
+        current.setdefault(host.role, host)
+    return current
+
+
+def meeting_ids_to_launch(*, now: datetime) -> list[str]:
+    """Meetings due at meet_time - ELEPHANT_LAUNCH_LEAD, and LAUNCHING ones that stalled."""
+    lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
+    due = Q(status=MeetingStatus.SCHEDULED, meet_time__lte=now + lead)
+    stalled = Q(status=MeetingStatus.LAUNCHING, launched_at__lte=now - LAUNCH_STUCK_AFTER)
+    return list(Meeting.objects.filter(due | stalled).order_by("meet_time").values_list("pk", flat=True))
+
+
+def hosts_watched() -> list[tuple[int, str, str]]:
+    """(pk, instance id, state) of every host whose instance the watchdog follows."""
+    return list(Host.objects.watched().values_list("pk", "instance_id", "state"))
+
+
+def hosts_for_health_check(*, meeting_id: str | None = None) -> list[Host]:
+    """Live hosts not yet healthy of active meetings, and healthy hosts of meetings not yet HEALTHY."""
+    hosts = Host.objects.filter(meeting__status__in=ACTIVE_STATUSES).filter(
+        Q(state__in=BOOTING_HOST_STATES) | Q(state=HostState.HEALTHY, meeting__status__in=PRE_HEALTHY_STATUSES)
+    )
+    if meeting_id is not None:
+        hosts = hosts.filter(meeting_id=meeting_id)
+    return list(hosts.select_related("meeting").only(*_HEALTH_FIELDS))
+
+
+_HEALTH_FIELDS = (
+    "id",
+    "meeting_id",
+    "role",
+    "generation",
+    "instance_id",
+    "state",
+    "dcv_link",
+    "launched_at",
+    "created_at",
+    "agent_healthy_at",
+    "meeting__status",
+)
+
+
+def meetings_for_termination(*, now: datetime) -> list[dict]:
+    """Active meetings old enough for a termination rule, with what the rules need."""
+    earliest = min(settings.ELEPHANT_SAFETY_NET_MINUTES, settings.ELEPHANT_OVERRUN_GRACE)
+    kept_alive = MeetingEvent.objects.filter(meeting=OuterRef("pk"), reason=SAFETY_NET_KEPT_ALIVE)
+    return list(
+        Meeting.objects.filter(status__in=ACTIVE_STATUSES, meet_time__lte=now - timedelta(minutes=earliest))
+        .annotate(kept_alive=Exists(kept_alive))
+        .values(
+            "pk",
+            "status",
+            "meet_time",
+            "duration_minutes",
+            "teacher_session_data",
+            "student_session_data",
+            "kept_alive",
+        )
+    )
+
+
+def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:
+    return dict(Meeting.objects.filter(pk__in=list(meeting_ids)).values_list("pk", "status"))
+
+
+def instance_ids_tracked(*, instance_ids: Iterable[str]) -> set[str]:
+    """The instance ids that are some live or terminating host's instance."""
+    return set(
+        Host.objects.filter(instance_id__in=list(instance_ids))
+        .exclude(state__in=(HostState.TERMINATED, HostState.FAILED, HostState.UNHEALTHY))
+        .values_list("instance_id", flat=True)
+    )

@@ -1,0 +1,140 @@
+"""The fleet's tests run against a real moto server over HTTP and a real DCV stand-in.
+
+One moto server per session on a free port; its state is wiped before each test
+(POST /moto-api/reset). Never real AWS: the credentials are fake and every client has the
+local endpoint.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from fleet import aws
+from fleet.standin import serve
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+REGION = "us-west-2"
+TEST_AMI = "ami-12345678"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing")
+    os.environ.pop("AWS_PROFILE", None)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def standin_port(moto_url):
+    """An in-process DCV stand-in (no boot delay) on the session's moto server."""
+    port = free_port()
+    server = serve(port=port, app_url="http://127.0.0.1:9", aws_endpoint=moto_url, region=REGION, boot_seconds=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield port, server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def local_aws(moto_url, standin_port, settings):
+    """Point the fleet at the session's moto server, wiped clean, with a working launch configuration."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10).read()
+    port, _ = standin_port
+    settings.AWS_ENDPOINT_URL = moto_url
+    settings.AWS_REGION = REGION
+    settings.ELEPHANT_AMI_ID = TEST_AMI
+    settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge", "g5.xlarge"]
+    settings.ELEPHANT_SUBNET_IDS = []
+    settings.ELEPHANT_AVAILABILITY_ZONES = []
+    settings.ELEPHANT_SECURITY_GROUP_IDS = []
+    settings.ELEPHANT_KEY_NAME = ""
+    settings.ELEPHANT_INSTANCE_PROFILE = ""
+    settings.ELEPHANT_DNS_ZONE_ID = ""
+    settings.ELEPHANT_DCV_URL_TEMPLATE = f"http://127.0.0.1:{port}/{{instance_id}}/"
+    settings.ELEPHANT_AWS_RETRY_BASE_SECONDS = 0.001
+    settings.ELEPHANT_AWS_RETRY_CAP_SECONDS = 0.01
+    settings.ELEPHANT_PROBE_TIMEOUT_SECONDS = 2.0
+    aws.aws_clients_reset()
+    yield moto_url
+    aws.aws_clients_reset()
+
+
+@pytest.fixture
+def ec2(local_aws):
+    """A separate boto3 client for the test's own look at the local EC2."""
+    return boto3.client("ec2", region_name=REGION, endpoint_url=local_aws)
+
+
+def instances_of(ec2, meeting_id: str, states=("pending", "running")) -> list[dict]:
+    found = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:MeetingID", "Values": [meeting_id]},
+            {"Name": "instance-state-name", "Values": list(states)},
+        ]
+    )
+    return [i for r in found["Reservations"] for i in r["Instances"]]
+
+
+class Hook:
+    """A botocore event handler on the fleet's real EC2 client, removed after the test."""
+
+    def __init__(self):
+        self.registered = []
+
+    def on(self, event: str, handler):
+        client = aws.ec2_client()
+        client.meta.events.register(event, handler)
+        self.registered.append((client, event, handler))
+
+    def clear(self):
+        for client, event, handler in self.registered:
+            client.meta.events.unregister(event, handler)
+        self.registered.clear()
+
+
+@pytest.fixture
+def ec2_hook():
+    hook = Hook()
+    yield hook
+    hook.clear()
+
+
+def aws_error(code: str, message: str = "", status: int = 400):
+    """A before-call short-circuit answer: botocore raises it as the ClientError AWS would send."""
+
+    class _Http:
+        status_code = status
+        headers: dict = {}
+
+    error = {"Code": code, "Message": message or code}
+    return _Http(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}

@@ -1,0 +1,206 @@
+"""Launching hosts against the local EC2: tags, idempotency, fallbacks, configuration errors."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from fleet import aws, services
+from fleet.models import Host, HostState
+from meetings.models import MeetingEvent, MeetingStatus, TerminationReason
+from tests.factories import make_meeting
+from tests.fleet.conftest import aws_error, instances_of
+
+pytestmark = pytest.mark.django_db
+
+
+def due_meeting(**fields):
+    return make_meeting(meet_time=timezone.now() + timedelta(minutes=2), **fields)
+
+
+def test_launch_starts_one_tagged_instance_per_role(ec2):
+    meeting = due_meeting()
+    assert services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.LAUNCHED
+    assert meeting.launched_at is not None
+    instances = instances_of(ec2, meeting.pk)
+    assert len(instances) == 2
+    by_role = {}
+    for instance in instances:
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        by_role[tags["Role"]] = (instance, tags)
+        assert tags["MeetingID"] == meeting.pk
+        assert tags["Project"] == "Elephant"
+        assert tags["Name"] == f"{meeting.pk}_{tags['Role']}"
+        assert instance["ImageId"] == "ami-12345678"
+        assert instance["InstanceType"] == "g4dn.xlarge"
+    hosts = {h.role: h for h in Host.objects.filter(meeting=meeting)}
+    assert set(hosts) == {"teacher", "student"}
+    for role, host in hosts.items():
+        assert host.instance_id == by_role[role][0]["InstanceId"]
+        assert host.state == HostState.BOOTING
+        assert host.instance_type == "g4dn.xlarge"
+        assert host.availability_zone.startswith("us-west-2")
+    reasons = list(meeting.events.values_list("reason", flat=True))
+    assert reasons.count("HOST_LAUNCHED") == 2
+    assert "LAUNCH" in reasons and "HOSTS_LAUNCHED" in reasons
+
+
+def test_launch_sends_the_documented_client_token(ec2_hook):
+    seen = []
+    ec2_hook.on("before-call.ec2.RunInstances", lambda params, **_: seen.append(params["body"]["ClientToken"]))
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    assert sorted(seen) == sorted([f"{meeting.pk}-teacher", f"{meeting.pk}-student"])
+
+
+def test_a_task_delivered_twice_launches_nothing_twice(ec2):
+    meeting = due_meeting()
+    assert services.meeting_launch(meeting_id=meeting.pk)
+    assert not services.meeting_launch(meeting_id=meeting.pk)  # LAUNCHED already: nothing to do
+    assert len(instances_of(ec2, meeting.pk)) == 2
+    assert Host.objects.filter(meeting=meeting).count() == 2
+
+
+def test_a_worker_killed_between_run_instances_and_the_database_write_leaves_no_duplicate(ec2, ec2_hook):
+    class WorkerKilled(BaseException):
+        pass
+
+    def kill(**_):
+        raise WorkerKilled
+
+    meeting = due_meeting()
+    ec2_hook.on("after-call.ec2.RunInstances", kill)
+    with pytest.raises(WorkerKilled):
+        services.meeting_launch(meeting_id=meeting.pk)
+    ec2_hook.clear()
+    # The first host's instance exists in EC2, the database knows nothing of it.
+    assert len(instances_of(ec2, meeting.pk)) == 1
+    stuck = Host.objects.get(meeting=meeting, state=HostState.LAUNCHING)
+    assert stuck.instance_id == ""
+
+    # Redelivered at once: the claim's lease is still held, so only the other role launches.
+    services.meeting_launch(meeting_id=meeting.pk)
+    assert len(instances_of(ec2, meeting.pk)) == 2
+    stuck.refresh_from_db()
+    assert stuck.instance_id == ""
+
+    # Redelivered after the lease (acks_late + visibility timeout): the tag look-up adopts it.
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        services.meeting_launch(meeting_id=meeting.pk)
+    instances = instances_of(ec2, meeting.pk)
+    assert len(instances) == 2
+    stuck.refresh_from_db()
+    assert stuck.state == HostState.BOOTING
+    assert stuck.instance_id in {i["InstanceId"] for i in instances}
+    assert meeting.events.filter(reason="HOST_ADOPTED").count() == 1
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.LAUNCHED
+
+
+def test_instance_type_falls_back_on_insufficient_capacity(ec2, ec2_hook):
+    def no_g4dn(params, **_):
+        if params["body"].get("InstanceType") == "g4dn.xlarge":
+            return aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient g4dn.xlarge capacity")
+        return None
+
+    ec2_hook.on("before-call.ec2.RunInstances", no_g4dn)
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    instances = instances_of(ec2, meeting.pk)
+    assert {i["InstanceType"] for i in instances} == {"g5.xlarge"}
+    assert set(Host.objects.filter(meeting=meeting).values_list("instance_type", flat=True)) == {"g5.xlarge"}
+
+
+def test_no_capacity_anywhere_fails_the_meeting_with_the_reason(ec2, ec2_hook):
+    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("InsufficientInstanceCapacity"))
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.LAUNCH_FAILED
+    assert "g4dn.xlarge" in meeting.last_error and "g5.xlarge" in meeting.last_error
+    assert instances_of(ec2, meeting.pk) == []
+
+
+def test_throttling_is_retried_with_backoff(ec2, ec2_hook):
+    calls = []
+
+    def throttle_twice(**_):
+        calls.append(1)
+        if len(calls) <= 2:
+            return aws_error("RequestLimitExceeded", "Request limit exceeded.", status=503)
+        return None
+
+    ec2_hook.on("before-call.ec2.RunInstances", throttle_twice)
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    assert len(calls) == 4  # two refusals, then one RunInstances per role
+    assert len(instances_of(ec2, meeting.pk)) == 2
+
+
+def test_throttling_past_the_policy_raises_for_the_task_to_retry(ec2, ec2_hook, settings):
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 3
+    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    meeting = due_meeting()
+    with pytest.raises(aws.AwsTransientError):
+        services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.LAUNCHING  # nothing lost: a retry resumes
+    host = Host.objects.get(meeting=meeting, role="teacher")
+    assert host.state == HostState.PENDING and "RequestLimitExceeded" in host.last_error
+    ec2_hook.clear()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.LAUNCHED
+    assert len(instances_of(ec2, meeting.pk)) == 2
+
+
+def test_missing_ami_fails_the_meeting_without_calling_aws(settings, ec2, caplog):
+    settings.ELEPHANT_AMI_ID = ""
+    meeting = due_meeting()
+    assert not services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.LAUNCH_FAILED
+    assert meeting.last_error == "ELEPHANT_AMI_ID is not set"
+    assert "ELEPHANT_AMI_ID is not set" in caplog.text
+    assert MeetingEvent.objects.filter(meeting=meeting, to_status=MeetingStatus.FAILED).count() == 1
+    # A second delivery does not loop: the meeting is terminal.
+    assert not services.meeting_launch(meeting_id=meeting.pk)
+
+
+def test_wrong_network_settings_fail_the_meeting_with_the_aws_message(settings, ec2):
+    settings.ELEPHANT_SUBNET_IDS = ["subnet-doesnotexist"]
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert "InvalidSubnetID.NotFound" in meeting.last_error
+    host = Host.objects.get(meeting=meeting, role="teacher")
+    assert host.state == HostState.FAILED and "subnet-doesnotexist" in host.last_error
+
+
+def test_subnets_and_security_groups_are_used(settings, ec2):
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24", AvailabilityZone="us-west-2b")["Subnet"]
+    group = ec2.create_security_group(GroupName="dcv", Description="dcv", VpcId=vpc)["GroupId"]
+    settings.ELEPHANT_SUBNET_IDS = [subnet["SubnetId"]]
+    settings.ELEPHANT_SECURITY_GROUP_IDS = [group]
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    for instance in instances_of(ec2, meeting.pk):
+        assert instance["SubnetId"] == subnet["SubnetId"]
+        assert instance["Placement"]["AvailabilityZone"] == "us-west-2b"
+        assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group]
+
+
+def test_a_meeting_not_due_or_cancelled_is_not_launched(ec2):
+    later = make_meeting(meet_time=timezone.now() + timedelta(hours=2))
+    cancelled = due_meeting(status=MeetingStatus.CANCELLED)
+    assert services.fleet_launch_sweep() == []
+    assert not services.meeting_launch(meeting_id=cancelled.pk)
+    assert services.meeting_launch(meeting_id="nosuchmeeting000") is False
+    assert instances_of(ec2, later.pk) == [] and instances_of(ec2, cancelled.pk) == []
