@@ -3,6 +3,7 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -11,11 +12,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from fleet.dcv import dcv_token_issue
 from meetings.forms import ScheduleForm
-from meetings.links import meeting_links, room_link
+from meetings.ice import ice_servers_for
+from meetings.ics import meeting_ics
+from meetings.links import meeting_links, participant_link, room_link
 from meetings.models import MEETING_ID_REGEX, READY_STATUSES, Meeting, MeetingStatus, Role
+from meetings.progress import TEACHER_HINTS, progress_steps, reason_label
 from meetings.selectors import meeting_get_for_join, meetings_for_teacher
 from meetings.services import meeting_cancel, meeting_schedule, meeting_start_on_join
-from meetings.tokens import participant_token_valid
+from meetings.tokens import participant_token_role, participant_token_valid
 
 _MEETING_ID = re.compile(MEETING_ID_REGEX)
 
@@ -80,6 +84,16 @@ def _own_meeting(request, meeting_id: str) -> Meeting:
 @login_required
 def meeting_detail(request, meeting_id: str):
     meeting = _own_meeting(request, meeting_id)
+    if _wants_json(request):  # the page's live status when the signalling socket is unavailable
+        return JsonResponse(
+            {
+                "status": meeting.status,
+                "statusDisplay": meeting.get_status_display(),
+                "hint": TEACHER_HINTS.get(meeting.status, ""),
+                "reason": meeting.termination_reason,
+                "reasonDisplay": reason_label(meeting.termination_reason),
+            }
+        )
     context = {
         "meeting": meeting,
         "links": meeting_links(meeting),
@@ -87,6 +101,24 @@ def meeting_detail(request, meeting_id: str):
         "events": meeting.events.all(),
     }
     return render(request, "meetings/detail.html", context)
+
+
+@login_required
+@require_GET
+def meeting_calendar(request, meeting_id: str, role: str):
+    """An .ics event for one participant with their join link: the teacher sends the student theirs."""
+    if role not in Role.values:
+        raise Http404("No such role")
+    meeting = _own_meeting(request, meeting_id)
+    body = meeting_ics(
+        meeting=meeting,
+        role=role,
+        join_link=participant_link(meeting_id=meeting.id, role=role),
+        room_link=room_link(meeting_id=meeting.id, role=role),
+    )
+    response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="elephant-{meeting.id}-{role}.ics"'
+    return response
 
 
 @login_required
@@ -134,7 +166,14 @@ def join(request, meeting_id: str, role: str):
         return _join_response(
             request, 403, {"message": "This link is not valid for this session and role.", "code": "bad_token"}
         )
-    context = {"meeting": meeting, "role": role, "token": token}
+    context = {
+        "meeting": meeting,
+        "role": role,
+        "token": token,
+        "auto_redirect": settings.ELEPHANT_AUTO_REDIRECT,
+        "room_link": room_link(meeting_id=meeting.id, role=role),
+        "steps": progress_steps(meeting.status, link_ready=bool(meeting.role_dcv_link)),
+    }
     now = timezone.now()
     if now < meeting.join_opens_at:
         payload = {
@@ -165,3 +204,58 @@ def join(request, meeting_id: str, role: str):
     auth_token = dcv_token_issue(meeting_id=meeting.id, role=role, instance_id=meeting.role_instance_id or "")
     dcv_url = f"{link}?authToken={auth_token}#{settings.ELEPHANT_DCV_SESSION_ID}"
     return _join_response(request, 200, {"dcv_url": dcv_url, "status": meeting.status}, context)
+
+
+# --- the video room ------------------------------------------------------------------------
+
+
+def _room_closed_message(meeting: Meeting, by_token: bool, now) -> str:
+    if meeting.is_terminal:
+        return WAITING_MESSAGES[meeting.status]
+    if by_token and now < meeting.join_opens_at:
+        return "The video room opens one hour before the session. Come back then with the same link."
+    if by_token and now > meeting.hard_stop_at:
+        return "This session has ended; the link has expired."
+    return ""
+
+
+@never_cache
+@require_GET
+def room(request, meeting_id: str):
+    """GET /room/{meeting_id}?t={token}: the participants' video room (or the owning teacher's, logged in)."""
+    if not _MEETING_ID.match(meeting_id):
+        raise Http404("No such meeting")
+    meeting = get_object_or_404(Meeting, pk=meeting_id)
+    token = request.GET.get("t")
+    role = participant_token_role(meeting_id=meeting.id, token=token) if token else None
+    if role is None:
+        if token:
+            denied = "This link is not valid for this session. Ask your teacher for the link again."
+            return render(request, "meetings/room.html", {"meeting": None, "denied": denied}, status=403)
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if meeting.teacher_id != request.user.pk:
+            denied = "Only the teacher of this session and its student can enter its video room."
+            return render(request, "meetings/room.html", {"meeting": None, "denied": denied}, status=403)
+        role = Role.TEACHER
+    ice_servers, expires_at = ice_servers_for(meeting_id=meeting.id, role=role)
+    if _wants_json(request):  # room.js refreshes expiring TURN credentials here
+        return JsonResponse({"iceServers": ice_servers, "expiresAt": expires_at})
+    other = meeting.student_name if role == Role.TEACHER else meeting.teacher_name
+    context = {
+        "meeting": meeting,
+        "role": role,
+        "token": token or "",
+        "other_name": other,
+        "closed": _room_closed_message(meeting, bool(token), timezone.now()),
+        "room_config": {
+            "roomId": meeting.id,
+            "role": role,
+            "token": token or "",
+            "iceServers": ice_servers,
+            "iceExpiresAt": expires_at,
+            "otherName": other,
+        },
+        "join_link": participant_link(meeting_id=meeting.id, role=role),
+    }
+    return render(request, "meetings/room.html", context)

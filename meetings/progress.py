@@ -1,0 +1,61 @@
+"""The waiting room's progress steps: how a participant sees the lifecycle of section 3."""
+
+from meetings.models import MeetingStatus, TerminationReason
+
+STEPS = [
+    ("scheduled", "Scheduled"),
+    ("launching", "Launching desktops"),
+    ("booting", "Booting"),
+    ("health", "Checking health"),
+    ("ready", "Ready"),
+]
+
+# The step each status is at; terminal statuses have none (the page says why instead).
+STATUS_STEP = {
+    MeetingStatus.SCHEDULED: "scheduled",
+    MeetingStatus.LAUNCHING: "launching",
+    MeetingStatus.LAUNCHED: "booting",
+    MeetingStatus.DNS_WRITTEN: "health",
+    MeetingStatus.HEALTHY: "ready",
+    MeetingStatus.IN_PROGRESS: "ready",
+}
+
+
+def progress_steps(status: str, *, link_ready: bool = True) -> list[dict]:
+    """Each step with its state: ``done``, ``current`` or ``todo`` (``ready`` is ``done`` when reached).
+
+    A healthy meeting whose desktop link for this role is not written yet is still checking health.
+    """
+    keys = [key for key, _ in STEPS]
+    at = STATUS_STEP.get(status)
+    if at == "ready" and not link_ready:
+        at = "health"
+    position = keys.index(at) if at else -1
+    steps = []
+    for index, (key, label) in enumerate(STEPS):
+        if index < position or (index == position and key == "ready"):
+            state = "done"
+        elif index == position:
+            state = "current"
+        else:
+            state = "todo"
+        steps.append({"key": key, "label": label, "state": state})
+    return steps
+
+
+# What the teacher's meeting page says about each status.
+TEACHER_HINTS = {
+    MeetingStatus.SCHEDULED: "Both desktops start a few minutes before the session; the links open one hour before it.",
+    MeetingStatus.LAUNCHING: "The desktops are being launched.",
+    MeetingStatus.LAUNCHED: "The desktops are booting.",
+    MeetingStatus.DNS_WRITTEN: "The desktops are up; checking their health.",
+    MeetingStatus.HEALTHY: "Both desktops are ready: open your link whenever you like.",
+    MeetingStatus.IN_PROGRESS: "The session is in progress.",
+    MeetingStatus.TERMINATED: "The session has ended and its desktops are shut down.",
+    MeetingStatus.CANCELLED: "The session was cancelled; its links no longer open a desktop.",
+    MeetingStatus.FAILED: "The desktops could not be started. Schedule the session again.",
+}
+
+
+def reason_label(reason: str) -> str:
+    return TerminationReason(reason).label if reason in TerminationReason.values else reason
