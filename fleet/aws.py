@@ -326,13 +326,15 @@ def instance_run(*, meeting_id: str, role: str, generation: int) -> Instance:
     )
 
 
-def instances_describe(instance_ids: Iterable[str]) -> dict[str, Instance]:
-    """Describe instances, one call per up to 1,000 ids. Ids EC2 does not know are left out."""
-    wanted = sorted(set(instance_ids))
+def instances_describe(instance_ids: Iterable[str]) -> tuple[dict[str, Instance], set[str]]:
+    """Describe instances, one call per up to 1,000 ids: (found by id, ids EC2 says do not exist).
+
+    An unknown id fails the whole call, naming the unknown ids: they are set aside and the
+    rest asked again (a few times at most; a just-launched instance may be briefly invisible).
+    """
     found: dict[str, Instance] = {}
-    for batch in _chunks(wanted, DESCRIBE_BATCH):
-        # An unknown id fails the whole call: drop the ids EC2 names and ask again (at most twice,
-        # since a just-launched instance may be briefly invisible).
+    missing: set[str] = set()
+    for batch in _chunks(sorted(set(instance_ids)), DESCRIBE_BATCH):
         for _ in range(3):
             if not batch:
                 break
@@ -340,13 +342,12 @@ def instances_describe(instance_ids: Iterable[str]) -> dict[str, Instance]:
                 found.update((i.instance_id, i) for i in _describe(InstanceIds=batch))
                 break
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != NOT_FOUND_CODE:
+                named = set(_INSTANCE_ID.findall(exc.response.get("Error", {}).get("Message", ""))) & set(batch)
+                if exc.response.get("Error", {}).get("Code") != NOT_FOUND_CODE or not named:
                     raise classify_client_error(exc, operation="DescribeInstances") from exc
-                missing = set(_INSTANCE_ID.findall(exc.response["Error"].get("Message", "")))
-                if not missing & set(batch):
-                    raise classify_client_error(exc, operation="DescribeInstances") from exc
-                batch = [i for i in batch if i not in missing]
-    return found
+                missing |= named
+                batch = [i for i in batch if i not in named]
+    return found, missing
 
 
 def instances_status_ok(instance_ids: Iterable[str]) -> set[str]:
@@ -376,18 +377,19 @@ def instances_status_ok(instance_ids: Iterable[str]) -> set[str]:
 
 
 def instances_terminate(instance_ids: Iterable[str]) -> None:
+    """TerminateInstances in batches; ids EC2 no longer knows are skipped."""
     client = ec2_client()
     for batch in _chunks(sorted(set(instance_ids)), TERMINATE_BATCH):
-        try:
-            aws_call(client.terminate_instances, InstanceIds=batch)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != NOT_FOUND_CODE:
-                raise classify_client_error(exc, operation="TerminateInstances") from exc
-            missing = set(_INSTANCE_ID.findall(exc.response["Error"].get("Message", "")))
-            rest = [i for i in batch if i not in missing]
-            if rest:
-                aws_call(client.terminate_instances, InstanceIds=rest)
-        logger.info("terminate requested for %s", ", ".join(batch))
+        while batch:
+            try:
+                aws_call(client.terminate_instances, InstanceIds=batch)
+                logger.info("terminate requested for %s", ", ".join(batch))
+                break
+            except ClientError as exc:
+                missing = set(_INSTANCE_ID.findall(exc.response.get("Error", {}).get("Message", "")))
+                if exc.response.get("Error", {}).get("Code") != NOT_FOUND_CODE or not missing & set(batch):
+                    raise classify_client_error(exc, operation="TerminateInstances") from exc
+                batch = [i for i in batch if i not in missing]
 
 
 def instances_of_project() -> list[Instance]:

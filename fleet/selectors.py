@@ -31,9 +31,9 @@ def meeting_ids_to_launch(*, now: datetime) -> list[str]:
     return list(Meeting.objects.filter(due | stalled).order_by("meet_time").values_list("pk", flat=True))
 
 
-def hosts_watched() -> list[tuple[int, str, str]]:
-    """(pk, instance id, state) of every host whose instance the watchdog follows."""
-    return list(Host.objects.watched().values_list("pk", "instance_id", "state"))
+def hosts_watched() -> list[tuple[int, str, str, datetime | None]]:
+    """(pk, instance id, state, launched at) of every host whose instance the watchdog follows."""
+    return list(Host.objects.watched().values_list("pk", "instance_id", "state", "launched_at"))
 
 
 def hosts_for_health_check(*, meeting_id: str | None = None) -> list[Host]:

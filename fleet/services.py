@@ -40,6 +40,8 @@ LAUNCH_LEASE = timedelta(seconds=90)
 # The first host of a role may be replaced once; the replacement failing fails the meeting.
 MAX_GENERATION = 2
 EC2_GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+# How long after launch an instance id EC2 denies is taken as gone rather than not yet visible.
+INVISIBLE_GRACE = timedelta(minutes=5)
 
 
 class FleetConfigError(Exception):
@@ -370,12 +372,20 @@ def fleet_watchdog_sweep(*, now: datetime | None = None) -> WatchdogResult:
     watched = selectors.hosts_watched()
     if not watched:
         return result
-    seen = aws.instances_describe(instance_id for _, instance_id, _ in watched)
+    seen, unknown = aws.instances_describe(instance_id for _, instance_id, _, _ in watched)
+    settled = now - INVISIBLE_GRACE
     gone_terminating = []
-    for pk, instance_id, state in watched:
+    for pk, instance_id, state, launched_at in watched:
         instance = seen.get(instance_id)
         if instance is None:
-            continue  # not visible (yet): EC2 is eventually consistent
+            # EC2 forgets terminated instances after about an hour, and is eventually
+            # consistent right after RunInstances: only an id it denies long after launch is gone.
+            if instance_id in unknown and (launched_at is None or launched_at <= settled):
+                if state == HostState.TERMINATING:
+                    gone_terminating.append(pk)
+                else:
+                    result.lost.append((pk, "not found"))
+            continue
         if state == HostState.TERMINATING:
             if instance.state in ("shutting-down", "terminated"):
                 gone_terminating.append(pk)
@@ -487,6 +497,7 @@ def meeting_terminate(*, meeting: Meeting, reason: str, actor: str = "system", d
     Calling it again for a meeting already ended re-sends the terminations that may have
     failed, so a retried task finishes the job.
     """
+    meeting.refresh_from_db(fields=["status", "version"])
     moved = meeting_transition(
         meeting=meeting,
         to_status=MeetingStatus.TERMINATED,

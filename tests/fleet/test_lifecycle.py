@@ -1,0 +1,179 @@
+"""From launch to HEALTHY on the local EC2 and the DCV stand-in: watchdog, DNS, health, replacement."""
+
+from datetime import timedelta
+
+import boto3
+import pytest
+import time_machine
+from django.utils import timezone
+
+from fleet import services
+from fleet.models import Host, HostState
+from meetings.models import MeetingStatus, TerminationReason
+from tests.factories import make_meeting
+from tests.fleet.conftest import REGION, instances_of
+
+pytestmark = pytest.mark.django_db
+
+
+def launched_meeting():
+    meeting = make_meeting(meet_time=timezone.now() + timedelta(minutes=2))
+    services.meeting_launch(meeting_id=meeting.pk)
+    return meeting
+
+
+def run_watchdog():
+    result = services.fleet_watchdog_sweep()
+    for host_id, address, zone in result.running:
+        services.host_running(host_id=host_id, address=address, availability_zone=zone)
+    for host_id, state in result.lost:
+        services.host_lost(host_id=host_id, ec2_state=state)
+    return result
+
+
+def run_health(now=None):
+    result = services.fleet_health_sweep(now=now)
+    for meeting_id in result.meeting_ids:
+        meeting = services.Meeting.objects.get(pk=meeting_id)
+        services.meeting_reconcile(meeting=meeting, now=now)
+    return result
+
+
+def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_port):
+    meeting = launched_meeting()
+    result = run_watchdog()
+    assert len(result.running) == 2
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.DNS_WRITTEN
+    port, _ = standin_port
+    for host in Host.objects.filter(meeting=meeting):
+        assert host.state == HostState.DNS_WRITTEN
+        assert host.public_address
+        assert host.dcv_link == f"http://127.0.0.1:{port}/{host.instance_id}/"
+    assert meeting.events.filter(reason="HOST_LINK").count() == 2
+
+    health = run_health()
+    assert len(health.healthy) == 2
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY
+    assert meeting.healthy_at is not None
+    for host in Host.objects.filter(meeting=meeting):
+        assert host.state == HostState.HEALTHY
+        assert host.ec2_checks_ok and host.dcv_answered
+    # Nothing more to do on the next rounds.
+    assert run_watchdog().running == []
+    assert run_health().healthy == []
+
+
+def test_a_dcv_endpoint_that_does_not_answer_is_not_healthy(settings):
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"  # discard port: refused
+    meeting = launched_meeting()
+    run_watchdog()
+    run_health()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.DNS_WRITTEN
+    host = Host.objects.filter(meeting=meeting).first()
+    assert host.ec2_checks_ok is True and host.dcv_answered is False and host.probe_failures == 1
+
+
+def test_the_agents_healthy_report_counts(settings):
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"
+    meeting = launched_meeting()
+    run_watchdog()
+    Host.objects.filter(meeting=meeting).update(agent_healthy_at=timezone.now())
+    run_health()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY
+
+
+def test_route53_record_is_written_and_deleted(settings, local_aws):
+    route53 = boto3.client("route53", region_name=REGION, endpoint_url=local_aws)
+    zone = route53.create_hosted_zone(Name="desktops.example.com", CallerReference="t")["HostedZone"]["Id"]
+    settings.ELEPHANT_DNS_ZONE_ID = zone
+    settings.ELEPHANT_DNS_DOMAIN = "desktops.example.com"
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "https://{instance_id}.{domain}:8443"
+    meeting = launched_meeting()
+    run_watchdog()
+
+    def a_records():
+        records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        return {r["Name"].rstrip("."): r["ResourceRecords"][0]["Value"] for r in records if r["Type"] == "A"}
+
+    hosts = list(Host.objects.filter(meeting=meeting))
+    assert a_records() == {f"{h.instance_id}.desktops.example.com": h.public_address for h in hosts}
+    assert {h.dcv_link for h in hosts} == {f"https://{h.instance_id}.desktops.example.com:8443" for h in hosts}
+    services.meeting_terminate(meeting=meeting, reason=TerminationReason.STAFF, actor="staff:sam")
+    assert a_records() == {}
+
+
+def test_a_bad_link_template_fails_the_meeting_clearly(settings):
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "https://{instance}.{domain}:8443"
+    meeting = launched_meeting()
+    run_watchdog()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert "ELEPHANT_DCV_URL_TEMPLATE" in meeting.last_error
+
+
+def test_health_timeout_replaces_the_host_once_then_fails(settings, ec2):
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"  # never answers
+    meeting = launched_meeting()
+    run_watchdog()
+    first = {h.role: h.instance_id for h in Host.objects.filter(meeting=meeting)}
+    later = timezone.now() + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT + 1)
+    with time_machine.travel(later):
+        run_health(now=later)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.DNS_WRITTEN
+    current = {h.role: h for h in Host.objects.filter(meeting=meeting, generation=2)}
+    assert set(current) == {"teacher", "student"}
+    assert all(h.instance_id and h.instance_id not in first.values() for h in current.values())
+    assert set(Host.objects.filter(generation=1).values_list("state", flat=True)) == {HostState.UNHEALTHY}
+    assert meeting.events.filter(reason="HOST_REPLACED").count() == 2
+    live = {i["InstanceId"] for i in instances_of(ec2, meeting.pk)}
+    assert live == {h.instance_id for h in current.values()}  # the first generation is terminated
+
+    much_later = later + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT + 1)
+    with time_machine.travel(much_later):
+        run_watchdog()
+        run_health(now=much_later)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.HEALTH_TIMEOUT
+    assert "not healthy within" in meeting.last_error
+    assert instances_of(ec2, meeting.pk) == []
+
+
+def test_a_host_that_dies_is_replaced_and_its_replacement_dying_fails_the_meeting(ec2):
+    meeting = launched_meeting()
+    run_watchdog()
+    run_health()
+    teacher = Host.objects.get(meeting=meeting, role="teacher")
+    ec2.terminate_instances(InstanceIds=[teacher.instance_id])
+    result = run_watchdog()
+    assert [state for _, state in result.lost] in (["shutting-down"], ["terminated"])
+    teacher.refresh_from_db()
+    assert teacher.state == HostState.FAILED and "outside Elephant" in teacher.last_error
+    replacement = Host.objects.get(meeting=meeting, role="teacher", generation=2)
+    assert replacement.instance_id and replacement.state == HostState.BOOTING
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY  # never backward; the link updates when it runs
+
+    ec2.terminate_instances(InstanceIds=[replacement.instance_id])
+    run_watchdog()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.HOST_LOST
+    assert instances_of(ec2, meeting.pk) == []
+
+
+def test_watchdog_marks_terminating_hosts_terminated(ec2):
+    meeting = launched_meeting()
+    services.meeting_terminate(meeting=meeting, reason=TerminationReason.STAFF, actor="staff:sam")
+    assert set(Host.objects.filter(meeting=meeting).values_list("state", flat=True)) == {HostState.TERMINATING}
+    result = run_watchdog()
+    assert result.terminated == 2
+    hosts = Host.objects.filter(meeting=meeting)
+    assert {h.state for h in hosts} == {HostState.TERMINATED}
+    assert all(h.terminated_at for h in hosts)
+    assert instances_of(ec2, meeting.pk) == []

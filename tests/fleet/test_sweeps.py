@@ -1,0 +1,95 @@
+"""Every sweep is a constant number of queries, whatever the number of meetings."""
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from fleet import aws, services
+from fleet.models import Host, HostState
+from meetings.models import Meeting, MeetingStatus
+
+pytestmark = pytest.mark.django_db
+
+SWEEPS = {
+    "launch": lambda now: services.fleet_launch_sweep(now=now),
+    "watchdog": lambda now: services.fleet_watchdog_sweep(now=now),
+    "health": lambda now: services.fleet_health_sweep(now=now),
+    "termination": lambda now: services.fleet_termination_sweep(now=now),
+    "reaper": lambda now: services.fleet_reap(now=now),
+}
+
+
+def add_meetings(count: int, now) -> None:
+    """A realistic spread: due and later meetings, ended ones, and running ones with hosts."""
+    statuses = [
+        (MeetingStatus.SCHEDULED, now + timedelta(minutes=3)),
+        (MeetingStatus.SCHEDULED, now + timedelta(days=2)),
+        (MeetingStatus.TERMINATED, now - timedelta(days=1)),
+        (MeetingStatus.IN_PROGRESS, now - timedelta(minutes=20)),
+        (MeetingStatus.HEALTHY, now - timedelta(hours=3)),
+    ]
+    meetings = []
+    for n in range(count):
+        status, meet_time = statuses[n % len(statuses)]
+        meetings.append(Meeting(teacher_name="T", student_name="S", meet_time=meet_time, status=status))
+    Meeting.objects.bulk_create(meetings, batch_size=2000)
+    hosts = [
+        Host(
+            meeting=meeting,
+            role=role,
+            instance_id=f"i-{secrets.token_hex(8)}",
+            state=HostState.HEALTHY,
+            dcv_link="http://127.0.0.1:9/",
+        )
+        for meeting in meetings
+        if meeting.status in (MeetingStatus.IN_PROGRESS, MeetingStatus.HEALTHY)
+        for role in ("teacher", "student")
+    ]
+    Host.objects.bulk_create(hosts, batch_size=2000)
+
+
+def count_queries(sweep, now) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        sweep(now)
+    return len(queries)
+
+
+def test_sweeps_take_the_same_few_queries_for_10_and_10000_meetings(ec2_hook):
+    describe_calls = []
+    ec2_hook.on("before-call.ec2.DescribeInstances", lambda **_: describe_calls.append(1))
+    now = timezone.now()
+    add_meetings(10, now)
+    few = {name: count_queries(sweep, now) for name, sweep in SWEEPS.items()}
+
+    add_meetings(9_990, now)
+    assert Meeting.objects.count() == 10_000
+    describe_calls.clear()
+    many = {name: count_queries(sweep, now) for name, sweep in SWEEPS.items()}
+    assert many == few
+    assert max(many.values()) <= 3, many
+    # 8,000 hosts followed with one DescribeInstances per 1,000 ids. These ids are unknown to EC2:
+    # AWS names every unknown id in its error, moto only the first, so each batch is asked up to
+    # three times here. Plus the reaper's one paginated listing.
+    assert len(describe_calls) <= 3 * 8 + 1
+    # And what the sweeps found is real work, not an empty answer.
+    assert len(services.fleet_launch_sweep(now=now)) == 2_000
+    termination = services.fleet_termination_sweep(now=now)
+    assert (len(termination.terminate), len(termination.keep_alive)) == (2_000, 2_000)
+
+
+def test_describe_is_batched(ec2, ec2_hook, monkeypatch):
+    monkeypatch.setattr(aws, "DESCRIBE_BATCH", 2)  # 1,000 in production; 5 instances make the point
+    ec2.run_instances(ImageId="ami-12345678", MinCount=5, MaxCount=5)
+    ids = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    batches = []
+    ec2_hook.on(
+        "before-call.ec2.DescribeInstances",
+        lambda params, **_: batches.append(sorted(v for k, v in params["body"].items() if k.startswith("InstanceId"))),
+    )
+    found, missing = aws.instances_describe([*ids, "i-0000000000000dead"])
+    assert set(found) == set(ids) and missing == {"i-0000000000000dead"}
+    assert len(batches) >= 3 and all(len(b) <= 2 for b in batches)
