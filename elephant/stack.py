@@ -157,7 +157,19 @@ class Stack:
         self.manage("migrate", "--noinput", "--verbosity", "0")
         self.manage("ensure_demo_users")
         if self.local_aws and self._command_exists("fleet", "fleet_local_setup"):
-            self.manage("fleet_local_setup")
+            # It registers a stand-in AMI (and DNS zone) in moto and prints NAME=value lines.
+            made = subprocess.run(
+                [PYTHON, "manage.py", "fleet_local_setup"],
+                cwd=BASE_DIR,
+                env=self.env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            for line in made.splitlines():
+                name, _, value = line.partition("=")
+                if name.startswith("ELEPHANT_") and value:
+                    self.env.setdefault(name, value)
         if self._command_exists("meetings", "ddb_bootstrap"):
             self.manage("ddb_bootstrap")
 

@@ -1,0 +1,172 @@
+"""End to end: the real processes of `make run` take a meeting from the API to its termination.
+
+daphne, a Celery worker, Celery beat, the moto server and the DCV stand-in are started through
+``elephant.stack.Stack`` (what `make run` runs) on free ports, with a private Redis server and
+a file SQLite database of their own, short sweeps and a short simulated boot.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from elephant.stack import BASE_DIR, Stack, free_port, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+PYTHON = sys.executable
+
+
+def clean_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ELEPHANT_", "DJANGO_", "CELERY_"))}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
+        ELEPHANT_SIM_BOOT_SECONDS="2",
+        ELEPHANT_SWEEP_SECONDS="1",
+        ELEPHANT_REAPER_SECONDS="5",
+        ELEPHANT_LAUNCH_LEAD="5",
+        ELEPHANT_OVERRUN_GRACE="0",
+        ELEPHANT_HEALTH_TIMEOUT="5",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, 10, "redis-server", proc)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stack(tmp_path, redis_url):
+    env = clean_env(tmp_path)
+    env["REDIS_URL"] = redis_url
+    running = Stack(web_port=free_port(), env=env, workdir=tmp_path / "var", quiet=True)
+    try:
+        running.start()
+        yield running
+    except BaseException:
+        for log in sorted((tmp_path / "var").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        running.stop()
+
+
+def wait_until(what: str, check, timeout: float, stack: Stack):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        if problem := stack.failed():
+            raise AssertionError(f"{problem} while waiting for {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, tmp_path):
+    env = stack.env
+    key = subprocess.run(
+        [PYTHON, "manage.py", "create_api_key", "e2e"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    api = requests.Session()
+    api.headers["Authorization"] = f"Api-Key {key}"
+    # 30 s in the past, one minute long, no grace: the hard stop comes 30 s from now.
+    meet_time = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    created = api.post(
+        f"{stack.url}/api/v1/meetings",
+        json={
+            "teacher_name": "Tina Teacher",
+            "student_name": "Stu Student",
+            "meet_time": meet_time.isoformat().replace("+00:00", "Z"),
+            "duration_minutes": 1,
+        },
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    meeting = created.json()
+    meeting_id = meeting["id"]
+    hard_stop = time.monotonic() + 30
+
+    def status():
+        return api.get(f"{stack.url}/api/v1/meetings/{meeting_id}", timeout=10).json()["status"]
+
+    ec2 = boto3.client(
+        "ec2",
+        region_name=env["AWS_REGION"],
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+    def instances(states=("pending", "running")):
+        found = ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:Project", "Values": ["Elephant"]},
+                {"Name": "instance-state-name", "Values": list(states)},
+            ]
+        )
+        return [i for r in found["Reservations"] for i in r["Instances"]]
+
+    launched = wait_until("two instances", lambda: len(instances()) == 2 and instances(), 15, stack)
+    tags = sorted(({t["Key"]: t["Value"] for t in i["Tags"]} for i in launched), key=lambda t: t["Role"])
+    assert [(t["MeetingID"], t["Role"], t["Name"], t["Project"]) for t in tags] == [
+        (meeting_id, "student", f"{meeting_id}_student", "Elephant"),
+        (meeting_id, "teacher", f"{meeting_id}_teacher", "Elephant"),
+    ]
+    assert {i["ImageId"] for i in launched} == {env["ELEPHANT_AMI_ID"]}
+
+    wait_until("HEALTHY", lambda: status() == "HEALTHY", 20, stack)
+
+    join = requests.get(meeting["teacher_link"], headers={"Accept": "application/json"}, timeout=10)
+    assert join.status_code == 200, join.text
+    dcv_url = join.json()["dcv_url"]
+    assert dcv_url.startswith(f"http://127.0.0.1:{stack.standin_port}/i-")
+    assert "?authToken=" in dcv_url and dcv_url.endswith("#console")
+    desktop = requests.get(dcv_url, timeout=10)
+    assert desktop.status_code == 200, desktop.text
+    assert "DCV authenticated: signed in as teacher" in desktop.text
+    assert meeting_id in desktop.text
+    replay = requests.get(dcv_url, timeout=10)
+    assert replay.status_code == 403 and "already used" in replay.text
+
+    assert status() == "IN_PROGRESS"
+
+    wait_until("TERMINATED", lambda: status() == "TERMINATED", max(0, hard_stop - time.monotonic()) + 15, stack)
+    final = api.get(f"{stack.url}/api/v1/meetings/{meeting_id}", timeout=10).json()
+    assert final["termination_reason"] == "SCHEDULED_END"
+    wait_until(
+        "no instance left running",
+        lambda: instances(("pending", "running", "stopping", "stopped")) == [] or None,
+        10,
+        stack,
+    )
