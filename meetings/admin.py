@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 
+from fleet.admin import FLEET_MEETING_ACTIONS, HostInline
 from meetings.apikeys import api_key_issue, api_key_set_active
 from meetings.mirror import mirror_backlog, mirror_resync
 from meetings.models import ApiKey, Meeting, MeetingEvent, MirrorBacklog, UsagePlan
@@ -55,8 +56,8 @@ class MeetingAdmin(admin.ModelAdmin):
     date_hierarchy = "meet_time"
     list_select_related = ("teacher",)
     ordering = ("-meet_time",)
-    inlines = [MeetingEventInline]
-    actions = [cancel_meetings, "resync_to_dynamodb"]
+    inlines = [HostInline, MeetingEventInline]
+    actions = [cancel_meetings, "resync_to_dynamodb", *FLEET_MEETING_ACTIONS]
     readonly_fields = (
         "id",
         "status",
