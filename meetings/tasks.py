@@ -1,15 +1,22 @@
 """Celery entry points of the meetings app: thin, they call a service and return."""
 
+import logging
+
 from celery import shared_task
 from django.core.cache import cache
 
 from meetings.mirror import FLUSH_QUEUED_KEY, mirror_flush, mirror_flush_soon, mirror_pull
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(ignore_result=True)
 def mirror_flush_task() -> dict:
     """Write pending meeting changes to DynamoDB (queued on commit of a change; swept by beat)."""
-    cache.delete(FLUSH_QUEUED_KEY)  # changes committed from now on queue the next run
+    try:
+        cache.delete(FLUSH_QUEUED_KEY)  # changes committed from now on queue the next run
+    except Exception:  # Redis down: the beat sweep still covers every change
+        logger.warning("could not clear the DynamoDB flush marker", exc_info=True)
     result = mirror_flush()
     if result.full:
         mirror_flush_soon()

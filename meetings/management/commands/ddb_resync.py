@@ -15,21 +15,22 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="every meeting in the database")
         parser.add_argument("--no-flush", action="store_true", help="only queue; the worker writes them")
 
-    def handle(self, *args, meeting_ids, all, no_flush, **options):
-        if all == bool(meeting_ids):
+    def handle(self, *args, meeting_ids, no_flush, **options):
+        every = options["all"]
+        if every == bool(meeting_ids):
             raise CommandError("Give meeting ids or --all (not both).")
         if meeting_ids:
             known = set(Meeting.objects.filter(pk__in=meeting_ids).values_list("pk", flat=True))
             unknown = sorted(set(meeting_ids) - known)
             if unknown:
                 raise CommandError(f"Unknown meeting id(s): {', '.join(unknown)}")
-        queued = mirror_resync(meeting_ids=None if all else meeting_ids, actor="command:ddb_resync")
+        queued = mirror_resync(meeting_ids=None if every else meeting_ids, actor="command:ddb_resync")
         self.stdout.write(f"queued {queued} meeting(s)")
         if no_flush:
             return
         written = failed = 0
         while True:
-            result = mirror_flush(meeting_ids=None if all else meeting_ids)
+            result = mirror_flush(meeting_ids=None if every else meeting_ids)
             written += result.written
             failed += result.failed
             if result.unavailable or not result.claimed:
