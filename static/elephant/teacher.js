@@ -153,11 +153,21 @@
       return !message;
     }
 
+    // A message appearing on blur moves the button away between mousedown and mouseup, and the
+    // click is lost: while the button is being pressed, the submit check does the work instead.
+    var pressing = false;
+    var submit = form.querySelector("button[type=submit]");
+    submit.addEventListener("mousedown", function () {
+      pressing = true;
+      setTimeout(function () {
+        pressing = false;
+      }, 1000);
+    });
     var inputs = form.querySelectorAll("input:not([type=hidden]), select");
     inputs.forEach(function (input) {
       input.dataset.initial = input.value;
       input.addEventListener("blur", function () {
-        check(input);
+        if (!pressing) check(input);
       });
       input.addEventListener("input", function () {
         if (input.dataset.checked) check(input);

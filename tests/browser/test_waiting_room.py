@@ -1,0 +1,95 @@
+"""A participant waits for the desktops, watching the steps advance live, and lands on the desktop."""
+
+import re
+
+import pytest
+
+from tests.browser.conftest import log_in
+
+pytestmark = pytest.mark.browser
+
+# Every change of a step's state, reported to the test as it happens (it survives the redirect).
+RECORD_STEPS = """() => {
+  const report = () => window.stepChanged(
+    Array.from(document.querySelectorAll('#steps li')).map((li) => li.dataset.step + ':' + li.dataset.state).join(' '));
+  new MutationObserver(report).observe(document.getElementById('steps'), {attributes: true, subtree: true});
+  report();
+}"""
+
+
+def test_the_waiting_room_follows_the_desktop_live_and_opens_it(live_stack, new_context, screenshot):
+    meeting = live_stack.make_meeting(minutes_from_now=30)  # inside the join window, before the launch lead
+
+    teacher = new_context().new_page()
+    log_in(teacher)
+    teacher.goto(f"/meetings/{meeting['id']}")
+    assert teacher.locator("#meeting-status").inner_text() == "Scheduled"
+
+    context = new_context(permissions=["camera", "microphone"])
+    page = context.new_page()
+    changes: list[str] = []
+    page.expose_function("stepChanged", lambda states: changes.append(states))
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
+
+    page.goto(meeting["student_link"])
+    page.evaluate(RECORD_STEPS)
+    assert page.locator("h1").inner_text() == "Joining as the student"
+    assert page.locator("#steps li[data-step=scheduled]").get_attribute("data-state") == "current"
+    page.wait_for_selector("#devices[data-state=granted]")
+    page.wait_for_selector("#waiting[data-live=socket]")  # subscribed to the status push
+    screenshot(page, "waiting-room.png")
+
+    live_stack.move_meeting_to_now(meeting["id"])
+
+    page.wait_for_selector("#steps li[data-step=scheduled][data-state=done]", timeout=30_000)
+    # Then it opens the desktop by itself: the stand-in checked the token with Elephant's /dcv/auth.
+    page.wait_for_url(re.compile(r"/i-[0-9a-f]+/\?authToken="), timeout=90_000)
+    verdict = page.locator("#verdict")
+    assert "authenticated" in (verdict.get_attribute("class") or "")
+    assert "DCV authenticated: signed in as student" in verdict.inner_text()
+    assert "student" in page.content() and meeting["id"] in page.content()
+    screenshot(page, "dcv-desktop.png")
+
+    # The steps moved on the same page, without a reload, in order.
+    assert [url for url in navigations if "/join/" in url] == [meeting["student_link"]]
+    currents = [re.search(r"(\w+):current", change).group(1) for change in changes if ":current" in change]
+    print("steps seen:", *changes, sep="\n  ")
+    assert currents[0] == "scheduled" and len(currents) >= 3
+    assert changes[-1] == "scheduled:done launching:done booting:done health:done ready:done"
+    assert currents == sorted(currents, key=["scheduled", "launching", "booting", "health"].index)
+
+    # The teacher's meeting page followed without a reload too.
+    teacher.wait_for_function(
+        "() => document.getElementById('meeting-status').textContent.trim() === 'In progress'", timeout=30_000
+    )
+    screenshot(teacher, "meeting-detail-live.png")
+
+
+def test_phone_width_waiting_room(live_stack, new_context, screenshot):
+    meeting = live_stack.make_meeting(minutes_from_now=40, student_name="Priya Phone")
+    page = new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        permissions=["camera", "microphone"],
+    ).new_page()
+    page.goto(meeting["student_link"])
+    page.wait_for_selector("#devices[data-state=granted]")
+    # Nothing overflows sideways at phone width.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "waiting-room-phone.png")
+
+    # A browser that refuses the camera gets told how to allow it.
+    refusing = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    refusing.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
+    )
+    page = refusing.new_page()
+    page.goto(meeting["student_link"])
+    page.wait_for_selector("#devices[data-state=denied]")
+    assert page.locator("#device-help").is_visible()
+    assert page.get_by_role("button", name="Check again").is_visible()
+    screenshot(page, "waiting-room-camera-blocked.png")
