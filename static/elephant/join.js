@@ -326,6 +326,7 @@
     checkDevices();
     ready();
   } else if (!state.finished) {
+    page.dataset.live = "polling";
     checkDevices();
     connectSocket();
     schedulePoll();

@@ -40,6 +40,13 @@ def test_the_waiting_room_follows_the_desktop_live_and_opens_it(live_stack, new_
     page.wait_for_selector("#waiting[data-live=socket]")  # subscribed to the status push
     screenshot(page, "waiting-room.png")
 
+    # The teacher waits too, in a browser whose WebSocket never connects: polling alone must do.
+    without_socket = new_context(permissions=["camera", "microphone"])
+    without_socket.add_init_script("window.WebSocket = undefined;")
+    teacher_waiting = without_socket.new_page()
+    teacher_waiting.goto(meeting["teacher_link"])
+    assert teacher_waiting.locator("#waiting").get_attribute("data-live") == "polling"
+
     live_stack.move_meeting_to_now(meeting["id"])
 
     page.wait_for_selector("#steps li[data-step=scheduled][data-state=done]", timeout=30_000)
@@ -58,6 +65,9 @@ def test_the_waiting_room_follows_the_desktop_live_and_opens_it(live_stack, new_
     assert currents[0] == "scheduled" and len(currents) >= 3
     assert changes[-1] == "scheduled:done launching:done booting:done health:done ready:done"
     assert currents == sorted(currents, key=["scheduled", "launching", "booting", "health"].index)
+
+    teacher_waiting.wait_for_url(re.compile(r"/i-[0-9a-f]+/\?authToken="), timeout=30_000)
+    assert "DCV authenticated: signed in as teacher" in teacher_waiting.locator("#verdict").inner_text()
 
     # The teacher's meeting page followed without a reload too.
     teacher.wait_for_function(
