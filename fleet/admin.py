@@ -50,6 +50,17 @@ class HostInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        # Display only: nothing of it is saved, so it takes no part in the POSTed form
+        # (which then needs no management form for it).
+        return request.method != "POST" and super().has_view_permission(request, obj)
+
 
 def _report(modeladmin, request, done: list[str], problems: list[str], verb: str) -> None:
     if done:
