@@ -204,3 +204,27 @@ def test_a_meeting_not_due_or_cancelled_is_not_launched(ec2):
     assert not services.meeting_launch(meeting_id=cancelled.pk)
     assert services.meeting_launch(meeting_id="nosuchmeeting000") is False
     assert instances_of(ec2, later.pk) == [] and instances_of(ec2, cancelled.pk) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_launch_transitions_and_host_changes_are_announced(ec2):
+    from meetings.signals import meeting_changed
+
+    heard = []
+
+    def receiver(sender, meeting_id, from_status, to_status, reason, **kwargs):
+        heard.append((from_status, to_status, reason))
+
+    meeting_changed.connect(receiver)
+    try:
+        meeting = due_meeting()
+        heard.clear()
+        services.meeting_launch(meeting_id=meeting.pk)
+    finally:
+        meeting_changed.disconnect(receiver)
+    transitions = [(f, t) for f, t, _ in heard if t]
+    assert transitions == [
+        (MeetingStatus.SCHEDULED, MeetingStatus.LAUNCHING),
+        (MeetingStatus.LAUNCHING, MeetingStatus.LAUNCHED),
+    ]
+    assert sorted(r for _, t, r in heard if not t) == ["HOST_LAUNCHED", "HOST_LAUNCHED"]

@@ -74,6 +74,11 @@ def test_throttling_beyond_the_aws_policy_is_retried_by_the_task(ec2, ec2_hook, 
 def test_sweep_tasks_hand_out_one_task_per_meeting():
     """Through the real broker (this run's own Redis db)."""
     with celery_app.connection_for_write() as conn, conn.SimpleQueue("celery") as queue:
+        while True:  # leftovers of an interrupted earlier run
+            try:
+                queue.get(timeout=0.1).ack()
+            except queue.Empty:
+                break
         due = make_meeting(meet_time=timezone.now() + timedelta(minutes=1))
         make_meeting(meet_time=timezone.now() + timedelta(days=1))
         assert tasks.fleet_launch_sweep_task.apply().get() == 1
