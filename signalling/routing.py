@@ -1,1 +1,7 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from signalling.consumers import SignallingConsumer
+
+websocket_urlpatterns = [
+    path("ws/signalling/", SignallingConsumer.as_asgi()),
+]

@@ -1,0 +1,278 @@
+"""The signalling socket, ``/ws/signalling/``: WebRTC rooms and meeting status push.
+
+Protocol, limits and close codes: docs/signalling.md. The consumer keeps the shape of
+the Channels multichat example (authenticate, dispatch on ``action``, errors as frames)
+with two departures, both for speed: it does not read a channel-layer channel of its own
+(the process hub does that once for every socket, see ``signalling.hub``), and it does not
+run Django's ``close_old_connections`` in a thread for every frame (only the access check
+touches the database, through ``database_sync_to_async``).
+"""
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from meetings.models import MEETING_ID_REGEX
+from signalling.hub import frame, get_hub
+from signalling.limits import TokenBucket
+from signalling.selectors import meeting_access
+
+logger = logging.getLogger(__name__)
+
+# Close codes (documented in docs/signalling.md).
+CLOSE_TOO_BIG = 1009  # a frame larger than MAX_FRAME_BYTES; daphne itself closes 1009 above 1 MiB
+CLOSE_AUTH_FAILED = 4003  # ELEPHANT_SIGNALLING_AUTH_FAILURES failed joinRoom/subscribe attempts
+CLOSE_REPLACED = 4009  # the same participant connected again; this older socket is closed
+CLOSE_IDLE = 4408  # in no room and no subscription, and silent for ELEPHANT_SIGNALLING_IDLE_SECONDS
+
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_ROOMS_PER_CONNECTION = 8
+_MEETING_ID = re.compile(MEETING_ID_REGEX)
+
+
+class SignallingConsumer(AsyncJsonWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        # AsyncConsumer.__call__ without the per-socket channel-layer channel and without a
+        # task per frame: the hub delivers everything that comes from other processes.
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = None
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    await self.websocket_receive(message)
+                elif kind == "websocket.connect":
+                    await self.websocket_connect(message)
+                elif kind == "websocket.disconnect":
+                    await self.websocket_disconnect(message)
+        except StopConsumer:
+            pass
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def connect(self):
+        self.connection_id = secrets.token_urlsafe(12)
+        self.rooms: dict[str, str] = {}  # room id -> identity
+        self.meetings: set[str] = set()
+        self.auth_failures = 0
+        self.closed = False
+        self.bucket = TokenBucket(
+            rate=settings.ELEPHANT_SIGNALLING_RATE_PER_SECOND, burst=settings.ELEPHANT_SIGNALLING_RATE_BURST
+        )
+        self.rate_error_at = 0.0
+        self.max_message = settings.ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES
+        self.idle_seconds = settings.ELEPHANT_SIGNALLING_IDLE_SECONDS
+        self.last_frame_at = time.monotonic()
+        self.idle_timer = None
+        self.closing_task = None
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        self.url_token = (query.get("t") or [None])[0]
+        self.hub = await get_hub()
+        await self.accept()
+        await self.send_frame(type="connected", connectionId=self.connection_id)
+        self._arm_idle_timer()
+
+    async def disconnect(self, code):
+        await self._release()
+
+    async def close(self, code=None, reason=None):
+        await self._release()
+        await super().close(code, reason)
+
+    async def _release(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        for room_id in list(self.rooms):
+            del self.rooms[room_id]
+            await self.hub.leave(self, room_id)
+        for meeting_id in list(self.meetings):
+            await self.hub.unsubscribe(self, meeting_id)
+        self.meetings.clear()
+
+    async def evicted(self, room_id: str) -> None:
+        """The hub removed us from ``room_id``: the same participant connected again."""
+        self.rooms.pop(room_id, None)
+        await self.close(CLOSE_REPLACED)
+
+    # --- frames ---------------------------------------------------------------------------
+    async def send_frame(self, **fields) -> None:
+        await self.base_send({"type": "websocket.send", "text": frame(**fields)})
+
+    async def send_error(self, code: str, message: str, action=None) -> None:
+        if action is None:
+            await self.send_frame(type="error", code=code, message=message)
+        else:
+            await self.send_frame(type="error", code=code, message=message, action=action)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.closed:
+            return
+        self.last_frame_at = time.monotonic()
+        if text_data is None:
+            if len(bytes_data or b"") > MAX_FRAME_BYTES:
+                return await self.close(CLOSE_TOO_BIG)
+            return await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
+        size = len(text_data)
+        if size * 4 > self.max_message:  # only then can the UTF-8 form be too large
+            size = len(text_data.encode())
+            if size > MAX_FRAME_BYTES:
+                return await self.close(CLOSE_TOO_BIG)
+            if size > self.max_message:
+                return await self.send_error("too_large", f"Frames are limited to {self.max_message} bytes.")
+        if not self.bucket.take():
+            now = time.monotonic()
+            if now - self.rate_error_at >= 1.0:  # one error a second, the rest are dropped silently
+                self.rate_error_at = now
+                await self.send_error("rate_limited", "Too many frames; this one was dropped. Slow down.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            return await self.send_error("bad_json", "The frame is not valid JSON.")
+        if not isinstance(content, dict):
+            return await self.send_error("bad_frame", 'A frame must be a JSON object with an "action".')
+        action = content.get("action")
+        handler = self.actions.get(action) if isinstance(action, str) else None
+        if handler is None:
+            if action is None:
+                return await self.send_error("unknown_action", 'The frame has no "action".')
+            return await self.send_error("unknown_action", f"Unknown action {str(action)[:64]!r}.", action)
+        await handler(self, content)
+
+    # --- actions --------------------------------------------------------------------------
+    async def send_msg_to_room(self, content: dict) -> None:
+        room_id = content.get("roomId")
+        if room_id not in self.rooms:
+            return await self.send_error("not_joined", "Join the room before sending to it.", "sendMsgToRoom")
+        if "message" not in content:
+            return await self.send_error("bad_request", 'sendMsgToRoom needs a "message".', "sendMsgToRoom")
+        message = content["message"]
+        text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
+        await self.hub.relay(room_id, self, text)
+
+    async def join_room(self, content: dict) -> None:
+        room_id = content.get("roomId")
+        if not isinstance(room_id, str) or not _MEETING_ID.match(room_id):
+            return await self.send_error("bad_request", "roomId must be a meeting id.", "joinRoom")
+        if room_id in self.rooms:
+            participants = [cid for cid in self.hub.rooms.get(room_id, {}) if cid != self.connection_id]
+            participants += list(self.hub.remote.get(room_id, {}))
+            return await self.send_frame(type="joined", roomId=room_id, participants=participants)
+        access = await self._authorize(room_id, content, "joinRoom")
+        if access is None:
+            return
+        if access.terminal:
+            return await self.send_error("room_closed", "This meeting has ended.", "joinRoom")
+        if access.by_token and not access.in_join_window:
+            return await self.send_error("room_closed", "The room is open only around the meeting time.", "joinRoom")
+        if len(self.rooms) >= MAX_ROOMS_PER_CONNECTION:
+            return await self.send_error("too_many_rooms", "Leave a room first.", "joinRoom")
+        self.rooms[room_id] = access.identity  # before the hub's awaits, so a refresh sees it
+        try:
+            participants = await self.hub.join(self, room_id, access.identity)
+        except Exception:
+            self.rooms.pop(room_id, None)
+            logger.warning("join %s failed", room_id, exc_info=True)
+            return await self.send_error("unavailable", "Rooms are unavailable for a moment; retry.", "joinRoom")
+        if participants is None:
+            self.rooms.pop(room_id, None)
+            return await self.send_error("room_full", "The room is full.", "joinRoom")
+        if self.closed:  # the socket went away while Redis answered
+            return await self.hub.leave(self, room_id)
+        self._disarm_idle_timer()
+        await self.send_frame(type="joined", roomId=room_id, participants=participants)
+        await self.hub.announce_join(self, room_id)
+
+    async def leave_room(self, content: dict) -> None:
+        room_id = content.get("roomId")
+        if room_id not in self.rooms:
+            return await self.send_error("not_joined", "You are not in that room.", "leaveRoom")
+        del self.rooms[room_id]
+        await self.hub.leave(self, room_id)
+        self._arm_idle_timer()
+
+    async def subscribe(self, content: dict) -> None:
+        meeting_id = content.get("meetingId")
+        if not isinstance(meeting_id, str) or not _MEETING_ID.match(meeting_id):
+            return await self.send_error("bad_request", "meetingId must be a meeting id.", "subscribe")
+        access = await self._authorize(meeting_id, content, "subscribe")
+        if access is None:
+            return
+        if meeting_id not in self.meetings:
+            try:
+                await self.hub.subscribe(self, meeting_id)
+            except Exception:
+                logger.warning("subscribe %s failed", meeting_id, exc_info=True)
+                return await self.send_error("unavailable", "Status is unavailable for a moment; retry.", "subscribe")
+            self.meetings.add(meeting_id)
+            self._disarm_idle_timer()
+        # The current status, so a client never misses a change made before it subscribed.
+        await self.send_frame(
+            type="status",
+            meetingId=meeting_id,
+            status=access.status,
+            previousStatus="",
+            reason=access.reason,
+            ready=access.ready,
+            terminal=access.terminal,
+        )
+
+    async def ping(self, content: dict) -> None:
+        await self.send_frame(type="pong")
+
+    actions = {
+        "sendMsgToRoom": send_msg_to_room,
+        "joinRoom": join_room,
+        "leaveRoom": leave_room,
+        "subscribe": subscribe,
+        "ping": ping,
+    }
+
+    # --- helpers --------------------------------------------------------------------------
+    async def _authorize(self, meeting_id: str, content: dict, action: str):
+        token = content.get("token") or self.url_token
+        if not isinstance(token, str):
+            token = None
+        access = await database_sync_to_async(meeting_access)(
+            meeting_id=meeting_id, token=token, user=self.scope.get("user")
+        )
+        if access is not None:
+            return access
+        self.auth_failures += 1
+        await self.send_error("forbidden", "No access to this meeting: check the link's token.", action)
+        if self.auth_failures >= settings.ELEPHANT_SIGNALLING_AUTH_FAILURES:
+            await self.close(CLOSE_AUTH_FAILED)
+        return None
+
+    def _arm_idle_timer(self) -> None:
+        if self.rooms or self.meetings or self.closed or self.idle_timer is not None:
+            return
+        delay = max(0.0, self.last_frame_at + self.idle_seconds - time.monotonic())
+        self.idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _disarm_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.rooms or self.meetings or self.closed:
+            return
+        if time.monotonic() - self.last_frame_at >= self.idle_seconds:
+            self.closing_task = asyncio.ensure_future(self.close(CLOSE_IDLE))
+        else:
+            self._arm_idle_timer()

@@ -1,0 +1,369 @@
+"""One hub per web process (per event loop): local rooms, presence, and the channel layer.
+
+Peers of a room on the same process are relayed to directly, by writing into each
+consumer's send, with no trip through Redis. Each process reads one channel-layer channel
+of its own (``signalling.<client>!<id>``); a message for members on other processes goes
+to those processes' channels once per process, and consecutive messages for the same
+process leave together in one ``signalling.batch``. Meeting status pushes reach the
+processes through the group ``signalling.status.<meeting_id>``, whose members are these
+process channels.
+
+Room membership lives in Redis (``signalling.presence``) and is refreshed every
+``ttl / 3``; on each refresh the hub reconciles its view of the members on other
+processes, so members of a process that vanished, or joins and leaves lost in a Redis
+outage, still reach the clients within a few seconds. The reading loop and the refresh
+survive Redis errors (they back off and retry); a Redis restart loses nothing the
+refresh does not rebuild.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from signalling.presence import Presence
+
+logger = logging.getLogger(__name__)
+
+# How long a batch for another process is retried while Redis is unreachable.
+OUTBOX_RETRY_SECONDS = 10.0
+# Items per channel-layer message.
+BATCH_MAX_ITEMS = 200
+# A remote member missing from this many consecutive presence reads is gone.
+MISSES_BEFORE_GONE = 2
+# Status groups are re-joined this often (group membership in Redis expires after a day).
+STATUS_GROUP_REFRESH_SECONDS = 3600.0
+
+
+def status_group(meeting_id: str) -> str:
+    return f"signalling.status.{meeting_id}"
+
+
+def frame(**fields) -> str:
+    return json.dumps(fields, separators=(",", ":"))
+
+
+@dataclass
+class RemoteMember:
+    process: str
+    misses: int = 0
+
+
+class Hub:
+    def __init__(self, layer):
+        if layer is None or not hasattr(layer, "connection"):
+            raise ImproperlyConfigured("Signalling needs the Redis channel layer (CHANNEL_LAYERS)")
+        self.layer = layer
+        self.presence = Presence(layer.connection(0), layer.prefix)
+        self.ttl = settings.ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS
+        self.capacity = settings.ELEPHANT_ROOM_CAPACITY
+        self.channel = ""
+        self.rooms: dict[str, dict[str, object]] = {}  # room -> connection id -> local consumer
+        self.remote: dict[str, dict[str, RemoteMember]] = {}  # room -> connection id -> member elsewhere
+        self.tombstones: dict[str, float] = {}  # connection ids that left, so a stale read does not revive them
+        self.subscribers: dict[str, set] = {}  # meeting id -> local consumers
+        self.outbox: dict[str, list] = {}
+        self.flushers: dict[str, asyncio.Task] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.resync = False
+        self.stopping = False
+        self.status_groups_at = 0.0
+        self.ready = asyncio.ensure_future(self._start())
+
+    async def _start(self) -> None:
+        self.channel = await self.layer.new_channel("signalling")
+        self.tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._refresh_loop())]
+
+    async def stop(self) -> None:
+        # Cancelling a channel-layer receive mid-BZPOPMIN can take until the pop times out,
+        # so the reading loop is woken with a message of its own and left to finish.
+        self.stopping = True
+        await self.ready
+        receiver, *others = [*self.tasks, *self.flushers.values()]
+        for task in others:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.layer.send(self.channel, {"type": "signalling.stop"}), 2)
+            await asyncio.wait_for(asyncio.shield(receiver), 2)
+        except Exception:
+            receiver.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    # --- rooms ----------------------------------------------------------------------------
+    async def join(self, consumer, room_id: str, identity: str) -> list[str] | None:
+        """Admit ``consumer``; its older connections of the same identity are evicted.
+
+        Returns the connection ids already in the room, or None when the room is full.
+        Redis errors propagate: the caller answers ``unavailable``.
+        """
+        result = await self.presence.join(
+            room_id=room_id,
+            connection_id=consumer.connection_id,
+            identity=identity,
+            process=self.channel,
+            ttl=self.ttl,
+            capacity=self.capacity,
+        )
+        if not result.admitted:
+            return None
+        local = self.rooms.setdefault(room_id, {})
+        remote = self.remote.setdefault(room_id, {})
+        for member in result.replaced:
+            await self._evict(room_id, member.connection_id, member.process)
+        for member in result.others:
+            if member.connection_id not in local and member.process != self.channel:
+                remote.setdefault(member.connection_id, RemoteMember(member.process))
+        local[consumer.connection_id] = consumer
+        return [cid for cid in [*local, *remote] if cid != consumer.connection_id]
+
+    async def announce_join(self, consumer, room_id: str) -> None:
+        text = frame(type="newParticipant", participantConnectionId=consumer.connection_id)
+        await self._to_local(room_id, text, exclude=consumer)
+        self._to_remote(room_id, ("join", room_id, consumer.connection_id, self.channel))
+
+    async def leave(self, consumer, room_id: str) -> None:
+        local = self.rooms.get(room_id)
+        if not local or local.get(consumer.connection_id) is not consumer:
+            return  # evicted already: whoever replaced it has told the room
+        del local[consumer.connection_id]
+        try:
+            removed = await self.presence.leave(room_id=room_id, connection_id=consumer.connection_id)
+        except Exception:
+            logger.warning("presence: could not record %s leaving %s", consumer.connection_id, room_id, exc_info=True)
+            self.resync = True
+            removed = True
+        if removed:
+            await self._announce_left(room_id, consumer.connection_id)
+        self._forget_room_if_empty(room_id)
+
+    async def relay(self, room_id: str, sender, text: str) -> None:
+        message = {"type": "websocket.send", "text": text}
+        for consumer in tuple(self.rooms[room_id].values()):
+            if consumer is not sender:
+                await consumer.base_send(message)
+        if self.remote.get(room_id):
+            self._to_remote(room_id, ("msg", room_id, sender.connection_id, text))
+
+    async def _evict(self, room_id: str, connection_id: str, process: str) -> None:
+        consumer = self.rooms.get(room_id, {}).pop(connection_id, None)
+        self.remote.get(room_id, {}).pop(connection_id, None)
+        if consumer is not None:
+            await consumer.evicted(room_id)
+        elif process and process != self.channel:
+            self.post(process, ("evict", room_id, connection_id))
+        await self._announce_left(room_id, connection_id)
+
+    async def _announce_left(self, room_id: str, connection_id: str) -> None:
+        self.tombstones[connection_id] = time.monotonic()
+        await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
+        self._to_remote(room_id, ("left", room_id, connection_id))
+
+    def _forget_room_if_empty(self, room_id: str) -> None:
+        if not self.rooms.get(room_id):
+            self.rooms.pop(room_id, None)
+            self.remote.pop(room_id, None)
+
+    async def _to_local(self, room_id: str, text: str, exclude=None) -> None:
+        message = {"type": "websocket.send", "text": text}
+        for consumer in tuple(self.rooms.get(room_id, {}).values()):
+            if consumer is not exclude:
+                await consumer.base_send(message)
+
+    def _to_remote(self, room_id: str, item: tuple) -> None:
+        for process in {member.process for member in self.remote.get(room_id, {}).values()}:
+            self.post(process, item)
+
+    # --- status push ----------------------------------------------------------------------
+    async def subscribe(self, consumer, meeting_id: str) -> None:
+        subscribers = self.subscribers.setdefault(meeting_id, set())
+        if not subscribers:
+            try:
+                await self.layer.group_add(status_group(meeting_id), self.channel)
+            except Exception:
+                self.subscribers.pop(meeting_id, None)
+                raise
+        subscribers.add(consumer)
+
+    async def unsubscribe(self, consumer, meeting_id: str) -> None:
+        subscribers = self.subscribers.get(meeting_id)
+        if subscribers is None:
+            return
+        subscribers.discard(consumer)
+        if not subscribers:
+            del self.subscribers[meeting_id]
+            try:
+                await self.layer.group_discard(status_group(meeting_id), self.channel)
+            except Exception:
+                logger.warning("could not leave %s", status_group(meeting_id), exc_info=True)
+
+    # --- other processes ------------------------------------------------------------------
+    def post(self, process: str, item: tuple) -> None:
+        """Queue ``item`` for ``process``; one flusher per process keeps them in order."""
+        box = self.outbox.get(process)
+        if box is None:
+            self.outbox[process] = [item]
+        else:
+            box.append(item)
+        if process not in self.flushers:
+            self.flushers[process] = asyncio.ensure_future(self._flush(process))
+
+    async def _flush(self, process: str) -> None:
+        try:
+            while box := self.outbox.pop(process, None):
+                if len(box) > BATCH_MAX_ITEMS:
+                    self.outbox[process] = box[BATCH_MAX_ITEMS:] + self.outbox.get(process, [])
+                    box = box[:BATCH_MAX_ITEMS]
+                await self._send_batch(process, box)
+        finally:
+            self.flushers.pop(process, None)
+
+    async def _send_batch(self, process: str, items: list) -> None:
+        deadline = time.monotonic() + OUTBOX_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                await self.layer.send(process, {"type": "signalling.batch", "items": items})
+                return
+            except ChannelFull:
+                logger.warning("process channel %s is full (gone?): dropped %d items", process, len(items))
+                return
+            except Exception:
+                self.resync = True
+                if time.monotonic() > deadline:
+                    logger.error("Redis unreachable: dropped %d items for %s", len(items), process, exc_info=True)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _receive_loop(self) -> None:
+        delay = 0.05
+        while not self.stopping:
+            try:
+                message = await self.layer.receive(self.channel)
+                delay = 0.05
+            except Exception:
+                logger.warning("channel layer receive failed; retrying in %.2fs", delay, exc_info=True)
+                self.resync = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                if message["type"] == "signalling.batch":
+                    await self._handle_batch(message["items"])
+                elif message["type"] == "status.push":
+                    await self._push_status(message)
+            except Exception:
+                logger.exception("could not handle %s", message.get("type"))
+
+    async def _handle_batch(self, items: list) -> None:
+        for item in items:
+            kind, room_id, connection_id = item[0], item[1], item[2]
+            if kind == "msg":
+                if room_id in self.rooms:
+                    await self._to_local(room_id, item[3])
+            elif kind == "join":
+                remote = self.remote.get(room_id)
+                if remote is not None and connection_id not in remote:
+                    remote[connection_id] = RemoteMember(item[3])
+                    await self._to_local(room_id, frame(type="newParticipant", participantConnectionId=connection_id))
+            elif kind == "left":
+                self.tombstones[connection_id] = time.monotonic()
+                if self.remote.get(room_id, {}).pop(connection_id, None):
+                    await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
+            elif kind == "evict":
+                consumer = self.rooms.get(room_id, {}).pop(connection_id, None)
+                if consumer is not None:
+                    self.tombstones[connection_id] = time.monotonic()
+                    await consumer.evicted(room_id)
+                    await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
+                    try:  # in case a refresh put it back before this arrived
+                        await self.presence.leave(room_id=room_id, connection_id=connection_id)
+                    except Exception:
+                        self.resync = True
+                    self._forget_room_if_empty(room_id)
+
+    async def _push_status(self, message: dict) -> None:
+        text = frame(**{key: value for key, value in message.items() if key != "type"}, type="status")
+        for consumer in tuple(self.subscribers.get(message["meetingId"], ())):
+            await consumer.base_send({"type": "websocket.send", "text": text})
+
+    # --- presence refresh -----------------------------------------------------------------
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.warning("presence refresh failed", exc_info=True)
+                self.resync = True
+
+    async def refresh(self) -> None:
+        rooms = {
+            room_id: [(cid, f"{consumer.rooms[room_id]}|{self.channel}") for cid, consumer in local.items()]
+            for room_id, local in self.rooms.items()
+            if local
+        }
+        if rooms:
+            live = await self.presence.refresh(rooms, ttl=self.ttl)
+            for room_id, members in live.items():
+                await self._reconcile(room_id, members)
+        now = time.monotonic()
+        if self.subscribers and (self.resync or now - self.status_groups_at > STATUS_GROUP_REFRESH_SECONDS):
+            for meeting_id in list(self.subscribers):
+                await self.layer.group_add(status_group(meeting_id), self.channel)
+            self.status_groups_at = now
+        self.resync = False
+        self.tombstones = {cid: at for cid, at in self.tombstones.items() if now - at < 10 * self.ttl}
+
+    async def _reconcile(self, room_id: str, members) -> None:
+        local = self.rooms.get(room_id)
+        if not local:
+            return
+        remote = self.remote.setdefault(room_id, {})
+        live = set()
+        for member in members:
+            live.add(member.connection_id)
+            if member.connection_id in local or member.process == self.channel:
+                continue
+            known = remote.get(member.connection_id)
+            if known is not None:
+                known.misses = 0
+            elif member.connection_id not in self.tombstones:
+                remote[member.connection_id] = RemoteMember(member.process)
+                await self._to_local(
+                    room_id, frame(type="newParticipant", participantConnectionId=member.connection_id)
+                )
+        for connection_id, member in list(remote.items()):
+            if connection_id in live:
+                continue
+            member.misses += 1
+            if member.misses >= MISSES_BEFORE_GONE:
+                del remote[connection_id]
+                self.tombstones[connection_id] = time.monotonic()
+                await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+async def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(get_channel_layer())
+    await hub.ready
+    return hub
+
+
+async def stop_hub() -> None:
+    """Stop this loop's hub (tests; a server just exits)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.stop()

@@ -1,0 +1,330 @@
+"""The signalling socket over the real ASGI application (origin check, auth middleware, router)."""
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.contrib.sessions.backends.db import SessionStore
+from django.utils import timezone
+
+from meetings.models import MeetingStatus
+from meetings.services import meeting_transition
+from meetings.tokens import participant_token
+from signalling.hub import get_hub
+from signalling.presence import Presence
+from tests.factories import make_meeting, make_staff, make_teacher
+from tests.signalling.client import open_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def token(meeting, role):
+    return participant_token(meeting_id=meeting.id, role=role)
+
+
+@pytest.fixture
+async def meeting():
+    return await database_sync_to_async(make_meeting)(meet_time=timezone.now() + timedelta(minutes=10))
+
+
+async def pair(meeting):
+    teacher = await open_socket()
+    student = await open_socket()
+    joined = await teacher.join(meeting.id, token(meeting, "teacher"))
+    assert joined == {"type": "joined", "roomId": meeting.id, "participants": []}
+    joined = await student.join(meeting.id, token(meeting, "student"))
+    assert joined == {"type": "joined", "roomId": meeting.id, "participants": [teacher.id]}
+    assert await teacher.recv() == {"type": "newParticipant", "participantConnectionId": student.id}
+    return teacher, student
+
+
+async def session_cookie(user) -> tuple[bytes, bytes]:
+    def create():
+        session = SessionStore()
+        session["_auth_user_id"] = str(user.pk)
+        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        session["_auth_user_hash"] = user.get_session_auth_hash()
+        session.create()
+        return session.session_key
+
+    return (b"cookie", f"sessionid={await database_sync_to_async(create)()}".encode())
+
+
+# --- rooms and relay ----------------------------------------------------------------------------
+async def test_relay_string_is_the_whole_frame_never_echoed(meeting):
+    teacher, student = await pair(meeting)
+    offer = json.dumps({"type": "offer", "sdp": "v=0\r\n..."})
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message=offer)
+    assert await student.recv_text() == offer
+    assert await teacher.silent()
+    await student.send(action="sendMsgToRoom", roomId=meeting.id, message={"type": "answer", "sdp": "x"})
+    assert json.loads(await teacher.recv_text()) == {"type": "answer", "sdp": "x"}
+    await student.send(action="sendMsgToRoom", roomId=meeting.id, message="hello world!")
+    assert await teacher.recv_text() == "hello world!"
+    assert await student.silent()
+    await teacher.close()
+    await student.close()
+
+
+async def test_relay_keeps_order(meeting):
+    teacher, student = await pair(meeting)
+    for i in range(100):
+        await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message={"type": "candidate", "n": i})
+    received = [json.loads(await student.recv_text())["n"] for _ in range(100)]
+    assert received == list(range(100))
+    await teacher.close()
+    await student.close()
+
+
+async def test_missing_message_is_bad_request(meeting):
+    teacher, student = await pair(meeting)
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id)
+    assert (await teacher.recv())["code"] == "bad_request"
+    assert await student.silent()
+
+
+async def test_leave_room_tells_the_others_and_stops_relay(meeting):
+    teacher, student = await pair(meeting)
+    await student.send(action="leaveRoom", roomId=meeting.id)
+    assert await teacher.recv() == {"type": "participantLeft", "participantConnectionId": student.id}
+    await student.send(action="sendMsgToRoom", roomId=meeting.id, message="late")
+    assert (await student.recv())["code"] == "not_joined"
+    assert await teacher.silent()
+
+
+async def test_dropped_socket_is_a_participant_left(meeting):
+    teacher, student = await pair(meeting)
+    await student.close()
+    assert await teacher.recv() == {"type": "participantLeft", "participantConnectionId": student.id}
+    hub = await get_hub()
+    assert [m.connection_id for m in await hub.presence.members(meeting.id)] == [teacher.id]
+
+
+async def test_join_twice_is_idempotent(meeting):
+    teacher, student = await pair(meeting)
+    again = await student.join(meeting.id, token(meeting, "student"))
+    assert again == {"type": "joined", "roomId": meeting.id, "participants": [teacher.id]}
+    assert await teacher.silent()
+
+
+# --- who may enter ---------------------------------------------------------------------------------
+async def test_token_in_socket_url(meeting):
+    client = await open_socket(f"t={token(meeting, 'student')}")
+    assert (await client.join(meeting.id))["type"] == "joined"
+
+
+async def test_token_of_another_meeting_is_forbidden(meeting):
+    other = await database_sync_to_async(make_meeting)()
+    client = await open_socket()
+    error = await client.join(meeting.id, token(other, "teacher"))
+    assert error["code"] == "forbidden"
+    assert error["action"] == "joinRoom"
+
+
+async def test_three_failed_authentications_close_the_socket(meeting):
+    client = await open_socket()
+    assert (await client.join(meeting.id))["code"] == "forbidden"
+    assert (await client.join(meeting.id, "forged"))["code"] == "forbidden"
+    await client.send(action="subscribe", meetingId="zzzzzzzzzzzzzzzz", token="x")
+    assert (await client.recv())["code"] == "forbidden"
+    assert await client.ws.receive_output() == {"type": "websocket.close", "code": 4003}
+
+
+async def test_logged_in_teacher_and_staff(meeting):
+    teacher = await database_sync_to_async(make_teacher)()
+    staff = await database_sync_to_async(make_staff)()
+    stranger = await database_sync_to_async(make_teacher)("stranger")
+    meeting.teacher = teacher
+    await database_sync_to_async(meeting.save)()
+    as_teacher = await open_socket(headers=[await session_cookie(teacher)])
+    assert (await as_teacher.join(meeting.id))["type"] == "joined"
+    as_staff = await open_socket(headers=[await session_cookie(staff)])
+    assert (await as_staff.join(meeting.id))["participants"] == [as_teacher.id]
+    as_stranger = await open_socket(headers=[await session_cookie(stranger)])
+    assert (await as_stranger.join(meeting.id))["code"] == "forbidden"
+
+
+async def test_unknown_meeting_is_forbidden():
+    client = await open_socket()
+    fake = "abcdefabcdefabcd"
+    assert (await client.join(fake, participant_token(meeting_id=fake, role="teacher")))["code"] == "forbidden"
+
+
+async def test_ended_meeting_and_closed_window(meeting):
+    ended = await database_sync_to_async(make_meeting)(status=MeetingStatus.TERMINATED)
+    client = await open_socket()
+    assert (await client.join(ended.id, token(ended, "teacher")))["code"] == "room_closed"
+    far = await database_sync_to_async(make_meeting)(meet_time=timezone.now() + timedelta(days=3))
+    assert (await client.join(far.id, token(far, "teacher")))["code"] == "room_closed"
+    # Not authentication failures: the socket is still open.
+    await client.send(action="ping")
+    assert await client.recv() == {"type": "pong"}
+
+
+# --- limits -----------------------------------------------------------------------------------------
+async def test_message_size_limit(meeting):
+    teacher, student = await pair(meeting)
+    envelope = json.dumps({"action": "sendMsgToRoom", "roomId": meeting.id, "message": ""})
+    fits = "x" * (128 * 1024 - len(envelope))
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message=fits)
+    assert await student.recv_text() == fits
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message=fits + "é")
+    assert (await teacher.recv())["code"] == "too_large"
+    assert await student.silent()
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="x" * (1024 * 1024))
+    assert await teacher.ws.receive_output() == {"type": "websocket.close", "code": 1009}
+    assert await student.recv() == {"type": "participantLeft", "participantConnectionId": teacher.id}
+
+
+async def test_rate_limit(meeting, settings):
+    settings.ELEPHANT_SIGNALLING_RATE_BURST = 5
+    settings.ELEPHANT_SIGNALLING_RATE_PER_SECOND = 2
+    client = await open_socket()
+    for _ in range(8):
+        await client.send(action="ping")
+    frames = [await client.recv() for _ in range(6)]
+    assert frames[:5] == [{"type": "pong"}] * 5
+    assert frames[5]["code"] == "rate_limited"
+    assert await client.silent()  # one error a second, the rest dropped
+    await asyncio.sleep(0.6)
+    await client.send(action="ping")
+    assert await client.recv() == {"type": "pong"}
+
+
+async def test_room_capacity(meeting, settings):
+    settings.ELEPHANT_ROOM_CAPACITY = 2
+    await pair(meeting)
+    staff = await database_sync_to_async(make_staff)()
+    observer = await open_socket(headers=[await session_cookie(staff)])
+    assert (await observer.join(meeting.id))["code"] == "room_full"
+
+
+async def test_idle_unbound_socket_is_closed(meeting, settings):
+    settings.ELEPHANT_SIGNALLING_IDLE_SECONDS = 0.3
+    idle = await open_socket()
+    teacher, student = await pair(meeting)
+    assert await idle.ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4408}
+    await asyncio.sleep(0.4)
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="still here")
+    assert await student.recv_text() == "still here"
+
+
+# --- presence ---------------------------------------------------------------------------------------
+async def test_reconnecting_participant_is_not_shown_twice(meeting):
+    teacher, student = await pair(meeting)
+    again = await open_socket()
+    assert (await again.join(meeting.id, token(meeting, "student")))["participants"] == [teacher.id]
+    assert await student.ws.receive_output() == {"type": "websocket.close", "code": 4009}
+    assert await teacher.recv() == {"type": "participantLeft", "participantConnectionId": student.id}
+    assert await teacher.recv() == {"type": "newParticipant", "participantConnectionId": again.id}
+    hub = await get_hub()
+    assert sorted(m.connection_id for m in await hub.presence.members(meeting.id)) == sorted([teacher.id, again.id])
+    await student.close()  # the old socket's late close says nothing more
+    assert await teacher.silent()
+
+
+async def test_member_of_a_vanished_process_disappears(meeting, settings):
+    settings.ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = 0.6
+    teacher = await open_socket()
+    await teacher.join(meeting.id, token(meeting, "teacher"))
+    hub = await get_hub()
+    # A student on another process that then dies: it joined, and never refreshes.
+    ghost = Presence(get_channel_layer().connection(0), get_channel_layer().prefix)
+    await ghost.join(
+        room_id=meeting.id, connection_id="ghost", identity="student", process="signalling.dead!x", ttl=0.6, capacity=4
+    )
+    assert await teacher.recv() == {"type": "newParticipant", "participantConnectionId": "ghost"}
+    started = time.monotonic()
+    assert await teacher.recv(timeout=5) == {"type": "participantLeft", "participantConnectionId": "ghost"}
+    assert time.monotonic() - started < 3
+    assert [m.connection_id for m in await hub.presence.members(meeting.id)] == [teacher.id]
+
+
+async def test_messages_from_another_process_reach_local_members(meeting):
+    teacher, student = await pair(meeting)
+    hub = await get_hub()
+    items = [
+        ["join", meeting.id, "remote1", "signalling.other!x"],
+        ["msg", meeting.id, "remote1", "from afar"],
+        ["left", meeting.id, "remote1"],
+    ]
+    await get_channel_layer().send(hub.channel, {"type": "signalling.batch", "items": items})
+    for client in (teacher, student):
+        assert await client.recv() == {"type": "newParticipant", "participantConnectionId": "remote1"}
+        assert await client.recv_text() == "from afar"
+        assert await client.recv() == {"type": "participantLeft", "participantConnectionId": "remote1"}
+
+
+# --- status push ------------------------------------------------------------------------------------
+async def test_subscribe_needs_access(meeting):
+    client = await open_socket()
+    await client.send(action="subscribe", meetingId=meeting.id)
+    assert (await client.recv())["code"] == "forbidden"
+
+
+async def test_status_reaches_a_subscriber_within_a_second_of_commit(meeting):
+    client = await open_socket()
+    await client.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "student"))
+    current = await client.recv()
+    assert current["type"] == "status"
+    assert current["status"] == "SCHEDULED"
+    assert current["ready"] is False
+
+    def launch():
+        meeting_transition(
+            meeting=meeting,
+            to_status=MeetingStatus.LAUNCHING,
+            allowed_from={MeetingStatus.SCHEDULED},
+            reason="LAUNCH",
+        )
+        return time.monotonic()
+
+    committed_at = await database_sync_to_async(launch)()
+    pushed = await client.recv(timeout=1)
+    assert time.monotonic() - committed_at < 1
+    assert pushed == {
+        "type": "status",
+        "meetingId": meeting.id,
+        "status": "LAUNCHING",
+        "previousStatus": "SCHEDULED",
+        "reason": "LAUNCH",
+        "ready": False,
+        "terminal": False,
+    }
+
+    def healthy():
+        meeting_transition(
+            meeting=meeting,
+            to_status=MeetingStatus.HEALTHY,
+            allowed_from={MeetingStatus.LAUNCHING},
+            reason="BOTH_HEALTHY",
+        )
+
+    await database_sync_to_async(healthy)()
+    pushed = await client.recv(timeout=1)
+    assert (pushed["status"], pushed["ready"]) == ("HEALTHY", True)
+
+
+async def test_rolled_back_change_pushes_nothing(meeting):
+    from django.db import transaction
+
+    client = await open_socket()
+    await client.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "teacher"))
+    await client.recv()
+
+    def launch_then_fail():
+        try:
+            with transaction.atomic():
+                meeting_transition(
+                    meeting=meeting, to_status=MeetingStatus.LAUNCHING, allowed_from={MeetingStatus.SCHEDULED}
+                )
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+
+    await database_sync_to_async(launch_then_fail)()
+    assert await client.silent(0.5)
