@@ -114,19 +114,25 @@ class Instance:
 
 # --- clients and the retry policy -----------------------------------------------------------------
 @cache
-def _client(service: str, region: str, endpoint_url: str | None):
+def _client(service: str, region: str, endpoint_url: str | None, max_attempts: int, timeout: float | None):
+    # max_attempts=1: the caller retries through aws_call (the fleet's one policy). The mirror
+    # asks botocore to retry (adaptive mode) because its outbox already absorbs longer outages.
     config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=20,
+        retries={"total_max_attempts": max_attempts, "mode": "adaptive" if max_attempts > 1 else "standard"},
+        connect_timeout=timeout or 5,
+        read_timeout=timeout or 20,
         max_pool_connections=32,
     )
     return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)
 
 
-def aws_client(service: str):
-    """A cached, thread-safe boto3 client built from settings."""
-    return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL)
+def aws_client(service: str, *, max_attempts: int = 1, timeout: float | None = None):
+    """A cached, thread-safe boto3 client built from settings: the one place clients are made.
+
+    ``AWS_REGION`` and the optional ``AWS_ENDPOINT_URL`` (the local endpoint in development and
+    tests) apply to every service: EC2, Route 53 and DynamoDB.
+    """
+    return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL, max_attempts, timeout)
 
 
 def aws_clients_reset() -> None:

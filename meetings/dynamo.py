@@ -9,7 +9,6 @@ the app itself last wrote (see ``meetings.mirror`` for the outbox around them).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -17,12 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from fleet.aws import aws_client
 from meetings.models import Meeting, MeetingStatus, Role
 
 logger = logging.getLogger(__name__)
@@ -95,28 +93,10 @@ class AgentReport:
 
 
 def ddb_client():
-    """The DynamoDB client for the current settings (shared per settings; boto3 clients are thread-safe).
-
-    Same settings names as the fleet's client factory (``fleet/aws.py``): ``AWS_REGION`` and
-    ``AWS_ENDPOINT_URL`` (the local endpoint in development and tests).
-    """
-    return _client(
-        settings.AWS_REGION,
-        settings.AWS_ENDPOINT_URL,
-        settings.ELEPHANT_DDB_MAX_ATTEMPTS,
-        settings.ELEPHANT_DDB_TIMEOUT_SECONDS,
+    """The DynamoDB client, from the fleet's one client factory (same AWS settings)."""
+    return aws_client(
+        "dynamodb", max_attempts=settings.ELEPHANT_DDB_MAX_ATTEMPTS, timeout=settings.ELEPHANT_DDB_TIMEOUT_SECONDS
     )
-
-
-@functools.lru_cache(maxsize=8)
-def _client(region: str, endpoint_url: str | None, max_attempts: int, timeout: float):
-    config = Config(
-        region_name=region,
-        retries={"mode": "adaptive", "max_attempts": max_attempts},
-        connect_timeout=timeout,
-        read_timeout=timeout,
-    )
-    return boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url, config=config)
 
 
 def _unavailable(exc: Exception) -> bool:
