@@ -7,6 +7,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -85,7 +86,8 @@ def _own_meeting(request, meeting_id: str) -> Meeting:
 def meeting_detail(request, meeting_id: str):
     meeting = _own_meeting(request, meeting_id)
     if _wants_json(request):  # the page's live status when the signalling socket is unavailable
-        return JsonResponse(
+        # Same address as the page: never cached, so "back" never shows this JSON instead of it.
+        response = JsonResponse(
             {
                 "status": meeting.status,
                 "statusDisplay": meeting.get_status_display(),
@@ -94,6 +96,9 @@ def meeting_detail(request, meeting_id: str):
                 "reasonDisplay": reason_label(meeting.termination_reason),
             }
         )
+        add_never_cache_headers(response)
+        response["Vary"] = "Accept, Cookie"
+        return response
     context = {
         "meeting": meeting,
         "links": meeting_links(meeting),

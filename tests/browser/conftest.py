@@ -1,6 +1,7 @@
 """Real-browser tests: headless Debian Chromium, driven by Playwright, against the real stack.
 
-One stack for the whole session, started through ``elephant.stack.Stack`` as `make run` starts
+One stack for all of them (package-scoped: it stops, and so does Playwright's event loop in the
+main thread, before the asyncio tests that follow run), started through ``elephant.stack.Stack`` as `make run` starts
 it (daphne, Celery worker and beat, moto server, DCV stand-in), on free ports, with a private
 Redis server and a SQLite file of its own, short sweeps and a short simulated boot. Meetings are
 made through the stack's own database with ``manage.py shell``. Screenshots go to
@@ -124,7 +125,7 @@ class BrowserStack:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_stack(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -152,7 +153,7 @@ def live_stack(tmp_path_factory):
         redis.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(live_stack):
     from playwright.sync_api import sync_playwright
 
@@ -182,7 +183,7 @@ def new_context(browser, live_stack):
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshot():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     taken = []
