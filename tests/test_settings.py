@@ -52,7 +52,8 @@ def test_database_url_selects_postgresql_and_default_is_sqlite():
         [
             sys.executable,
             "-c",
-            f"import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','elephant.settings'); django.setup(); {code}",
+            "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'elephant.settings'); "
+            f"django.setup(); {code}",
         ],
         cwd=BASE_DIR,
         env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env,

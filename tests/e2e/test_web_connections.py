@@ -45,7 +45,8 @@ def test_many_joins_reuse_a_bounded_pool_of_connections(require_postgres, transa
     )
     try:
         wait_for_port("127.0.0.1", port, 30, "daphne", daphne)
-        url = f"http://127.0.0.1:{port}/join/{meeting.id}/student?t={participant_token(meeting_id=meeting.id, role='student')}"
+        token = participant_token(meeting_id=meeting.id, role="student")
+        url = f"http://127.0.0.1:{port}/join/{meeting.id}/student?t={token}"
         statuses = [
             requests.get(url, headers={"Accept": "application/json"}, timeout=10).status_code for _ in range(150)
         ]
