@@ -140,7 +140,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
-CELERY_TASK_ALWAYS_EAGER = env_bool("ELEPHANT_CELERY_EAGER", False)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -224,7 +223,7 @@ ELEPHANT_PROBE_TIMEOUT_SECONDS = env_float("ELEPHANT_PROBE_TIMEOUT_SECONDS", 3.0
 ELEPHANT_PROBE_VERIFY_TLS = env_bool("ELEPHANT_PROBE_VERIFY_TLS", False)
 ELEPHANT_SIM_BOOT_SECONDS = env_int("ELEPHANT_SIM_BOOT_SECONDS", 10)
 ELEPHANT_SWEEP_SECONDS = env_int("ELEPHANT_SWEEP_SECONDS", 15)
-# Fleet (docs/fleet.md): the one AWS retry policy, the reaper, the DCV user name.
+# Fleet (README "Fleet"): the one AWS retry policy, the reaper, the DCV user name.
 ELEPHANT_AWS_MAX_ATTEMPTS = env_int("ELEPHANT_AWS_MAX_ATTEMPTS", 5)
 ELEPHANT_AWS_RETRY_BASE_SECONDS = env_float("ELEPHANT_AWS_RETRY_BASE_SECONDS", 0.5)
 ELEPHANT_AWS_RETRY_CAP_SECONDS = env_float("ELEPHANT_AWS_RETRY_CAP_SECONDS", 20.0)
@@ -243,7 +242,7 @@ ELEPHANT_DDB_RETRY_MAX_SECONDS = env_int("ELEPHANT_DDB_RETRY_MAX_SECONDS", 300)
 ELEPHANT_DDB_MAX_ATTEMPTS = env_int("ELEPHANT_DDB_MAX_ATTEMPTS", 4)  # botocore attempts per call
 ELEPHANT_DDB_TIMEOUT_SECONDS = env_float("ELEPHANT_DDB_TIMEOUT_SECONDS", 5.0)
 
-# Signalling (docs/signalling.md).
+# Signalling (README "Signalling").
 ELEPHANT_ROOM_CAPACITY = env_int("ELEPHANT_ROOM_CAPACITY", 4)  # teacher + student + 2 staff observers
 ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES = env_int("ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES", 128 * 1024)
 ELEPHANT_SIGNALLING_RATE_PER_SECOND = env_float("ELEPHANT_SIGNALLING_RATE_PER_SECOND", 50.0)
@@ -253,7 +252,7 @@ ELEPHANT_SIGNALLING_IDLE_SECONDS = env_int("ELEPHANT_SIGNALLING_IDLE_SECONDS", 6
 ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = env_float("ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS", 6.0)
 ELEPHANT_ICE_SERVERS = json.loads(env_str("ELEPHANT_ICE_SERVERS", '[{"urls": ["stun:stun.l.google.com:19302"]}]'))
 
-# Participant pages (docs/pages.md).
+# Participant pages (README "The pages people use").
 ELEPHANT_AUTO_REDIRECT = env_bool("ELEPHANT_AUTO_REDIRECT", True)  # waiting room opens the desktop by itself
 # TURN for the video room, coturn REST-API style (use-auth-secret): each participant gets its own
 # credential that expires after ELEPHANT_TURN_TTL_SECONDS. Unset secret or URLs: STUN only.

@@ -85,9 +85,10 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     # --- process plumbing -------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], *, to_file: bool = False) -> subprocess.Popen:
+        """Start a child; its output goes to the terminal, or to var/<name>.log when quiet or to_file."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        out = open(self.workdir / f"{name}.log", "ab") if self.quiet else None  # noqa: SIM115
+        out = open(self.workdir / f"{name}.log", "ab") if self.quiet or to_file else None  # noqa: SIM115
         proc = subprocess.Popen(
             args,
             cwd=BASE_DIR,
@@ -134,7 +135,8 @@ class Stack:
             return
         self.local_aws = True
         moto_port = free_port()
-        proc = self._spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
+        # The local AWS endpoint logs every request: keep that out of the terminal.
+        proc = self._spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], to_file=True)
         wait_for_port("127.0.0.1", moto_port, 30, "moto_server", proc)
         self.env.update(
             AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
@@ -177,7 +179,9 @@ class Stack:
         web = self._spawn(
             "web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.web_port), "elephant.asgi:application"]
         )
-        self._spawn("worker", [str(BIN / "celery"), "-A", "elephant", "worker", "-l", "info", "--concurrency", "2"])
+        self._spawn(
+            "worker", [str(BIN / "celery"), "--quiet", "-A", "elephant", "worker", "-l", "info", "--concurrency", "2"]
+        )
         self._spawn(
             "beat",
             [

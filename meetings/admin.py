@@ -145,7 +145,7 @@ class MeetingAdmin(admin.ModelAdmin):
             )
 
 
-# --- DynamoDB mirror backlog (docs/dynamo.md) -----------------------------------------------------
+# --- DynamoDB mirror backlog (README "DynamoDB mirror") -----------------------------------------------------
 @admin.register(MirrorBacklog)
 class MirrorBacklogAdmin(admin.ModelAdmin):
     """The mirror's outbox: changes not yet in DynamoDB, with the backlog's count, age and last error."""
@@ -205,7 +205,7 @@ class MirrorBacklogAdmin(admin.ModelAdmin):
         self.message_user(request, f"Retrying {queued} meeting(s).", messages.SUCCESS)
 
 
-# --- API keys and usage plans (the integrators' JSON API, docs/api.md) ---------------------------
+# --- API keys and usage plans (the integrators' JSON API, README) ---------------------------
 @admin.register(UsagePlan)
 class UsagePlanAdmin(admin.ModelAdmin):
     list_display = ("name", "rate_per_second", "burst", "daily_quota", "key_count")

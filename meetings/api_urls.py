@@ -1,4 +1,4 @@
-# The integrators' JSON API, mounted at /api/v1/ (see meetings/api.py and docs/api.md).
+# The integrators' JSON API, mounted at /api/v1/ (see meetings/api.py and README "The JSON API for integrators").
 from django.urls import re_path
 
 from meetings import api

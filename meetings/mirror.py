@@ -5,7 +5,7 @@ Outbox: every change of a meeting already inserts a MeetingEvent in its transact
 (partial index). A flush claims meetings with pending events, writes each meeting's current state
 once (however many events it has: coalescing), then marks exactly the events it read. A failure
 leaves them pending with a backoff on the meeting (``mirror_attempts``, ``mirror_next_attempt_at``,
-``mirror_last_error``); nothing is dropped. See docs/dynamo.md.
+``mirror_last_error``); nothing is dropped. See README "DynamoDB mirror".
 """
 
 from __future__ import annotations

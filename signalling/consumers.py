@@ -1,6 +1,6 @@
 """The signalling socket, ``/ws/signalling/``: WebRTC rooms and meeting status push.
 
-Protocol, limits and close codes: docs/signalling.md. The consumer keeps the shape of
+Protocol, limits and close codes: README "Signalling". The consumer keeps the shape of
 the Channels multichat example (authenticate, dispatch on ``action``, errors as frames)
 with two departures, both for speed: it does not read a channel-layer channel of its own
 (the process hub does that once for every socket, see ``signalling.hub``), and it does not
@@ -28,7 +28,7 @@ from signalling.selectors import meeting_access
 
 logger = logging.getLogger(__name__)
 
-# Close codes (documented in docs/signalling.md).
+# Close codes (documented in README "Signalling").
 CLOSE_TOO_BIG = 1009  # a frame larger than MAX_FRAME_BYTES; daphne itself closes 1009 above 1 MiB
 CLOSE_AUTH_FAILED = 4003  # ELEPHANT_SIGNALLING_AUTH_FAILURES failed joinRoom/subscribe attempts
 CLOSE_REPLACED = 4009  # the same participant connected again; this older socket is closed

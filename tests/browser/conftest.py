@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = BASE_DIR / "tests" / "artifacts"
 README_SCREENSHOTS = BASE_DIR / "docs" / "screenshots"
-# The screenshots the README shows (docs/pages.md lists them).
+# The screenshots the README shows (the README shows them).
 README_SHOTS = [
     "login.png",
     "dashboard.png",
