@@ -51,6 +51,11 @@ def wait_for_port(host: str, port: int, timeout: float, what: str, proc: subproc
     raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
 
 
+def redis_server_argv(port: int) -> list[str]:
+    """A private, memory-only redis-server on 127.0.0.1:<port>."""
+    return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+
+
 def redis_answers(url: str) -> bool:
     import redis
 
@@ -123,9 +128,7 @@ class Stack:
         if not shutil.which("redis-server"):
             raise RuntimeError("No Redis answers on 127.0.0.1:6379 and redis-server is not installed.")
         port = free_port()
-        self._spawn(
-            "redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-        )
+        self._spawn("redis", redis_server_argv(port))
         wait_for_port("127.0.0.1", port, 10, "redis-server")
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from elephant.stack import BASE_DIR, Stack, free_port, wait_for_port
+from elephant.stack import BASE_DIR, Stack, free_port
+from tests.support import RedisServer, require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,9 +51,7 @@ TEACHER = ("teacher", "elephant-teacher")
 
 
 def _missing(what: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what}; CI=true forbids skipping the browser tests")
-    pytest.skip(what)
+    require_tool(what, False)
 
 
 def _clean_env(tmp: Path, redis_url: str) -> dict:
@@ -129,17 +128,9 @@ class BrowserStack:
 def live_stack(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    if not shutil.which("redis-server"):
-        _missing("redis-server is not installed")
     tmp = tmp_path_factory.mktemp("browser-stack")
-    port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port("127.0.0.1", port, 10, "redis-server", redis)
-    stack = Stack(web_port=free_port(), env=_clean_env(tmp, f"redis://127.0.0.1:{port}/0"), workdir=tmp, quiet=True)
+    redis = RedisServer().start()
+    stack = Stack(web_port=free_port(), env=_clean_env(tmp, redis.url), workdir=tmp, quiet=True)
     try:
         stack.start()
         yield BrowserStack(stack)
@@ -149,8 +140,7 @@ def live_stack(tmp_path_factory):
         raise
     finally:
         stack.stop()
-        redis.terminate()
-        redis.wait(timeout=10)
+        redis.stop()
 
 
 @pytest.fixture(scope="package")

@@ -6,7 +6,6 @@ a file SQLite database of their own, short sweeps and a short simulated boot.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ import boto3
 import pytest
 import requests
 
-from elephant.stack import BASE_DIR, Stack, free_port, wait_for_port
+from elephant.stack import BASE_DIR, Stack, free_port
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -44,19 +44,10 @@ def clean_env(tmp_path: Path) -> dict:
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port("127.0.0.1", port, 10, "redis-server", proc)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+def redis_url():
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ restarted without touching anyone else's Redis). The presence TTL is shortened t
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import redis
 import websockets
 
 from elephant.stack import BASE_DIR, free_port, wait_for_port
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -27,35 +27,11 @@ PRESENCE_TTL = 3.0
 DAPHNE = str(Path(sys.executable).parent / "daphne")
 
 
-class RedisServer:
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port("127.0.0.1", self.port, 10, "redis-server", self.proc)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A private Redis and a migrated SQLite database with three meetings and their tokens."""
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
     workdir = tmp_path_factory.mktemp("signalling-e2e")
-    server = RedisServer(workdir)
-    server.start()
+    server = RedisServer().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEPHANT_", "DJANGO_", "CELERY_"))}
     env.update(
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
