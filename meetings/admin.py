@@ -1,6 +1,7 @@
 """The staff console for meetings. Actions call the same services the pages and tasks use."""
 
 from django.contrib import admin, messages
+from django.db.models import Count
 
 from fleet.admin import FLEET_MEETING_ACTIONS, HostInline
 from meetings.apikeys import api_key_issue, api_key_set_active
@@ -211,9 +212,12 @@ class UsagePlanAdmin(admin.ModelAdmin):
     list_display = ("name", "rate_per_second", "burst", "daily_quota", "key_count")
     search_fields = ("name",)
 
-    @admin.display(description="Keys")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(key_total=Count("keys"))
+
+    @admin.display(description="Keys", ordering="key_total")
     def key_count(self, obj: UsagePlan) -> int:
-        return obj.keys.count()
+        return obj.key_total
 
 
 @admin.action(description="Deactivate selected API keys")

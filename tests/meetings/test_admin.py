@@ -86,3 +86,22 @@ class TestMeetingAdmin:
 
         client.force_login(make_teacher())
         assert client.get("/admin/meetings/meeting/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_usage_plan_list_counts_keys_in_constant_queries(staff_client, django_assert_max_num_queries):
+    from meetings.models import ApiKey, UsagePlan
+
+    def add_plans(n):
+        for i in range(n):
+            plan = UsagePlan.objects.create(name=f"plan-{UsagePlan.objects.count()}-{i}")
+            ApiKey.objects.create(name=f"k{plan.pk}", prefix=f"p{plan.pk}", key_hash="x", plan=plan)
+
+    add_plans(2)
+    staff_client.get("/admin/meetings/usageplan/")  # warm caches (content types, session)
+    with django_assert_max_num_queries(8) as few:
+        page = staff_client.get("/admin/meetings/usageplan/").content.decode()
+    add_plans(20)
+    with django_assert_max_num_queries(len(few)):
+        page = staff_client.get("/admin/meetings/usageplan/").content.decode()
+    assert "plan-" in page
