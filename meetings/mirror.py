@@ -208,10 +208,11 @@ def _write_meeting(*, meeting_id: str, meeting: Meeting, hosts: dict, event_ids:
             except dynamo.OddItem as exc:
                 logger.warning("%s; agent attributes not ingested, the app's write goes ahead", exc)
             # Write again over the status as it stands now, with everything the ingest recorded.
+            # Events first, then the state: every event read is then covered by the state written.
             expected = conflict.item.get("status")
+            event_ids = _pending_event_ids([meeting_id])[meeting_id]
             meeting = Meeting.objects.get(pk=meeting_id)
             hosts = _current_hosts([meeting_id])[meeting_id]
-            event_ids = _pending_event_ids([meeting_id])[meeting_id]
             continue
         _record_success(meeting=meeting, event_ids=event_ids)
         result.written += 1
@@ -227,6 +228,8 @@ def mirror_flush(*, limit: int | None = None, meeting_ids: Iterable[str] | None 
     result.claimed = len(claimed)
     if not claimed:
         return result
+    # Events before state: a change committed between the two reads is written but stays pending
+    # (written again next pass); read the other way round it would be marked without being written.
     events = _pending_event_ids(claimed)
     meetings = Meeting.objects.in_bulk(claimed)
     hosts = _current_hosts(claimed)

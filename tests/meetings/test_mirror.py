@@ -324,3 +324,38 @@ def test_admin_shows_the_backlog_and_resyncs(ddb, client):
     assert meeting.mirror_attempts == 0 and meeting.mirror_next_attempt_at is None
     mirror_flush()
     assert "Backlog: empty" in client.get("/admin/meetings/mirrorbacklog/").content.decode()
+
+
+# --- races around one flush ----------------------------------------------------------------------
+
+
+def test_a_change_committed_while_a_conflict_is_handled_is_not_marked_written(ddb, monkeypatch):
+    """After a failed condition the flush re-reads the meeting; an event read after that state
+    would be marked mirrored although its change is not in the write."""
+    from meetings import mirror
+
+    meeting = make_meeting(status=MeetingStatus.DNS_WRITTEN)
+    teacher = make_host(meeting, "teacher", state="DNS_WRITTEN")
+    meeting = mirrored(meeting)
+    agent_writes(meeting.id, status="HEALTHY", instance_id=teacher.instance_id)  # the next write conflicts
+    meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"student_name": "First"})
+    current_hosts = mirror._current_hosts
+    reads = []
+
+    def current_hosts_while_another_change_commits(meeting_ids):
+        reads.append(meeting_ids)
+        if len(reads) == 2:  # the conflict path's re-read: another process commits a change now
+            late = Meeting.objects.get(pk=meeting.id)
+            meeting_record_change(meeting=late, reason="LATE_EDIT", fields={"student_name": "Second"})
+        return current_hosts(meeting_ids)
+
+    monkeypatch.setattr(mirror, "_current_hosts", current_hosts_while_another_change_commits)
+    assert mirror_flush().conflicts == 1
+    monkeypatch.undo()
+
+    late_event = MeetingEvent.objects.get(meeting=meeting, reason="LATE_EDIT")
+    if late_event.mirrored_at is not None:
+        assert dynamo.item_get(meeting.id)["student_name"] == "Second", "change marked mirrored but never written"
+    mirror_flush()
+    assert dynamo.item_get(meeting.id)["student_name"] == "Second"
+    assert mirror_backlog().changes == 0
