@@ -233,10 +233,15 @@ def mirror_flush(*, limit: int | None = None, meeting_ids: Iterable[str] | None 
     events = _pending_event_ids(claimed)
     meetings = Meeting.objects.in_bulk(claimed)
     hosts = _current_hosts(claimed)
+    # Deleted, or another flush wrote them between our pick and our claim: release them at once,
+    # so their next change does not wait out the lease.
+    idle = [meeting_id for meeting_id in claimed if meeting_id not in meetings or not events.get(meeting_id)]
+    if idle:
+        Meeting.objects.filter(pk__in=idle).update(mirror_next_attempt_at=None)
     for index, meeting_id in enumerate(claimed):
         meeting = meetings.get(meeting_id)
         if meeting is None or not events.get(meeting_id):
-            continue  # deleted, or another flush finished it between our reads
+            continue
         try:
             _write_meeting(
                 meeting_id=meeting_id,

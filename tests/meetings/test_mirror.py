@@ -359,3 +359,26 @@ def test_a_change_committed_while_a_conflict_is_handled_is_not_marked_written(dd
     mirror_flush()
     assert dynamo.item_get(meeting.id)["student_name"] == "Second"
     assert mirror_backlog().changes == 0
+
+
+def test_a_claimed_meeting_another_flush_finished_is_released(ddb, monkeypatch):
+    """Between picking candidates and claiming them, a concurrent flush may write a meeting and
+    mark its events; the claim must not then hold the meeting's next change for the lease."""
+    from meetings import mirror
+
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    claim = mirror._claim
+
+    def claim_then_another_flush_finishes(**kwargs):
+        claimed = claim(**kwargs)
+        MeetingEvent.objects.filter(meeting_id__in=claimed).update(mirrored_at=timezone.now())
+        return claimed
+
+    monkeypatch.setattr(mirror, "_claim", claim_then_another_flush_finishes)
+    assert mirror_flush().written == 0
+    monkeypatch.undo()
+
+    meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"student_name": "Sue"})
+    assert mirror_flush().written == 1
+    assert dynamo.item_get(meeting.id)["student_name"] == "Sue"
