@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Case, Count, Min, Q, Value, When
+from django.db.models.functions import Greatest
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -177,11 +178,13 @@ def _record_failure(*, meeting_id: str, error: str) -> None:
 
 def _record_success(*, meeting: Meeting, event_ids: list[int]) -> None:
     now = timezone.now()
+    # A slower flush that wrote an older state may record after a newer one: keep the newer record.
+    newer_recorded = Q(mirrored_version__gt=meeting.version)
     with transaction.atomic():
         MeetingEvent.objects.filter(pk__in=event_ids, mirrored_at__isnull=True).update(mirrored_at=now)
         Meeting.objects.filter(pk=meeting.pk).update(
-            mirrored_version=meeting.version,
-            mirrored_status=meeting.status,
+            mirrored_version=Greatest("mirrored_version", Value(meeting.version)),
+            mirrored_status=Case(When(newer_recorded, then="mirrored_status"), default=Value(meeting.status)),
             mirror_attempts=0,
             mirror_next_attempt_at=None,
             mirror_last_error="",
@@ -200,9 +203,13 @@ def _write_meeting(*, meeting_id: str, meeting: Meeting, hosts: dict, event_ids:
             result.conflicts += 1
             stored_version = conflict.item.get("version", {}).get("N")
             if stored_version is not None and int(float(stored_version)) > meeting.version:
-                raise MirrorError(
-                    f"DynamoDB holds version {stored_version}, newer than the database's {meeting.version}"
-                ) from None
+                database_version = Meeting.objects.filter(pk=meeting_id).values_list("version", flat=True).first()
+                if database_version is None or database_version < int(float(stored_version)):
+                    raise MirrorError(
+                        f"DynamoDB holds version {stored_version}, newer than the database's {meeting.version}"
+                    ) from None
+                # Not a restore: another flush (its claim freed by a resync) wrote a newer state
+                # than the one read here. Ingest as usual, then write the current state.
             try:
                 mirror_apply_agent_report(meeting=meeting, report=dynamo.agent_report(conflict.item), hosts=hosts)
             except dynamo.OddItem as exc:

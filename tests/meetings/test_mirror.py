@@ -382,3 +382,67 @@ def test_a_claimed_meeting_another_flush_finished_is_released(ddb, monkeypatch):
     meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"student_name": "Sue"})
     assert mirror_flush().written == 1
     assert dynamo.item_get(meeting.id)["student_name"] == "Sue"
+
+
+def _second_flush_meanwhile(meeting: Meeting, name: str) -> None:
+    """What a second worker does while a first one is between reading a meeting and recording its
+    write: a resync (admin action, pull) clears the first claim, a change commits, the second
+    worker flushes the newer state."""
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    meeting_record_change(
+        meeting=Meeting.objects.get(pk=meeting.id), reason="STAFF_EDIT", fields={"student_name": name}
+    )
+    assert mirror_flush().written == 1
+
+
+def test_a_flush_overtaken_by_a_newer_flush_is_not_an_error(ddb, monkeypatch):
+
+    meeting = mirrored(make_meeting(status=MeetingStatus.SCHEDULED))
+    meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"student_name": "First"})
+    item_write = dynamo.item_write
+    overtaken = []
+
+    def item_write_after_a_newer_flush(**kwargs):
+        if not overtaken:
+            overtaken.append(True)
+            _second_flush_meanwhile(meeting, "Second")
+        return item_write(**kwargs)
+
+    monkeypatch.setattr(dynamo, "item_write", item_write_after_a_newer_flush)
+    result = mirror_flush()
+    monkeypatch.undo()
+
+    assert result.failed == 0
+    meeting.refresh_from_db()
+    assert (meeting.mirror_last_error, meeting.mirror_attempts, meeting.mirror_next_attempt_at) == ("", 0, None)
+    assert (meeting.mirrored_version, dynamo.item_get(meeting.id)["version"]) == (meeting.version, meeting.version)
+    assert dynamo.item_get(meeting.id)["student_name"] == "Second"
+    assert mirror_backlog().changes == 0
+
+
+def test_a_late_success_record_does_not_roll_back_what_was_mirrored(ddb, monkeypatch):
+    from meetings import mirror
+
+    meeting = mirrored(make_meeting(status=MeetingStatus.SCHEDULED))
+    meeting_transition(meeting=meeting, to_status=MeetingStatus.LAUNCHING, allowed_from={MeetingStatus.SCHEDULED})
+    record_success = mirror._record_success
+    late = []
+
+    def record_after_a_newer_flush(**kwargs):
+        if not late:
+            late.append(True)
+            meeting_transition(
+                meeting=Meeting.objects.get(pk=meeting.id),
+                to_status=MeetingStatus.LAUNCHED,
+                allowed_from={MeetingStatus.LAUNCHING},
+            )
+            _second_flush_meanwhile(meeting, "Second")
+        return record_success(**kwargs)
+
+    monkeypatch.setattr(mirror, "_record_success", record_after_a_newer_flush)
+    mirror_flush()
+    monkeypatch.undo()
+
+    meeting.refresh_from_db()
+    assert (meeting.mirrored_version, meeting.mirrored_status) == (meeting.version, MeetingStatus.LAUNCHED)
+    assert dynamo.item_get(meeting.id)["status"] == "LAUNCHED"
