@@ -197,7 +197,7 @@ def status_value(status: str) -> dict | None:
 
 
 def items_get(meeting_ids: Iterable[str], *, attributes: Iterable[str] = PULL_ATTRIBUTES) -> dict[str, dict]:
-    """BatchGetItem of ``meeting_ids`` (100 keys per call); raw items by id. Missing items are absent."""
+    """Strongly consistent BatchGetItem (100 keys per call); raw items by id, missing ones absent."""
     ids = list(dict.fromkeys(meeting_ids))
     names = {f"#p{index}": name for index, name in enumerate(attributes)}
     found: dict[str, dict] = {}
@@ -207,6 +207,9 @@ def items_get(meeting_ids: Iterable[str], *, attributes: Iterable[str] = PULL_AT
                 "Keys": [{"id": {"S": meeting_id}} for meeting_id in ids[start : start + BATCH_GET_LIMIT]],
                 "ProjectionExpression": ", ".join(names),
                 "ExpressionAttributeNames": names,
+                # An eventually consistent read just after a flush may return the previous version,
+                # which the pull would take for a lost write and resync.
+                "ConsistentRead": True,
             }
         }
         for attempt in range(8):

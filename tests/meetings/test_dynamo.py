@@ -188,3 +188,20 @@ def test_bootstrap_creates_the_table_once(ddb, capsys):
 def test_odd_items_are_named_clearly(attributes, problem):
     with pytest.raises(dynamo.OddItem, match=problem.replace("(", r"\(").replace(")", r"\)")):
         dynamo.agent_report({"id": {"S": "abcdefgh12345678"}, **attributes})
+
+
+def test_the_pull_reads_consistently(ddb):
+    """An eventually consistent read just after a write can return the previous version (or no
+    item), which the pull would take for a lost write and resync."""
+    requests = []
+
+    def keep(params, **kwargs):
+        requests.append(params)
+
+    events = dynamo.ddb_client().meta.events
+    events.register("before-parameter-build.dynamodb.BatchGetItem", keep, unique_id="test-consistent")
+    try:
+        dynamo.items_get(["abcdefgh12345678"])
+    finally:
+        events.unregister("before-parameter-build.dynamodb.BatchGetItem", unique_id="test-consistent")
+    assert [request["RequestItems"]["elephant-meetings"]["ConsistentRead"] for request in requests] == [True]
