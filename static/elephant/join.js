@@ -16,6 +16,8 @@
     IN_PROGRESS: "ready"
   };
   var STEP_ORDER = ["scheduled", "launching", "booting", "health", "ready"];
+  // A meeting only ever moves forward through these (section 3); terminal statuses are not listed.
+  var STATUS_ORDER = ["SCHEDULED", "LAUNCHING", "LAUNCHED", "DNS_WRITTEN", "HEALTHY", "IN_PROGRESS"];
   var STATE_TEXT = { done: "done", current: "in progress", todo: "to do" };
   var POLL_SOCKET_DOWN_MS = 4000;
   var POLL_SOCKET_UP_MS = 20000;
@@ -46,8 +48,16 @@
     socket: null,
     socketUp: false,
     socketDelay: 1000,
-    pollTimer: null
+    pollTimer: null,
+    answers: 0
   };
+
+  // An answer or push older than what the page shows already: a poll sent before a status push
+  // can come back after it, and the steps must never go back.
+  function stale(status) {
+    var at = STATUS_ORDER.indexOf(status);
+    return at !== -1 && at < STATUS_ORDER.indexOf(state.status);
+  }
 
   // --- progress steps -----------------------------------------------------------------------
   function showStep(status, linkReady) {
@@ -93,6 +103,8 @@
   }
 
   function handleJoinAnswer(code, body) {
+    state.answers += 1;
+    if (code === 202 && stale(body.status)) return;
     state.code = code;
     if (code === 200 && body.dcv_url) {
       state.dcvUrl = body.dcv_url;
@@ -231,7 +243,7 @@
         state.socketDelay = 1000;
         page.dataset.live = "socket";
         schedulePoll();
-        if (frame.status !== state.status || frame.ready || frame.terminal) {
+        if (!stale(frame.status) && (frame.status !== state.status || frame.ready || frame.terminal)) {
           state.status = frame.status;
           showStep(frame.status, false);
           poll(); // the join endpoint has the message, the desktop link and the final word

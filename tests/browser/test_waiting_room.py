@@ -103,3 +103,37 @@ def test_phone_width_waiting_room(live_stack, new_context, screenshot):
     assert page.locator("#device-help").is_visible()
     assert page.get_by_role("button", name="Check again").is_visible()
     screenshot(page, "waiting-room-camera-blocked.png")
+
+
+# A signalling socket that pushes one status (LAUNCHED) as soon as the page subscribes.
+PUSH_LAUNCHED = """window.WebSocket = function () {
+  const socket = this;
+  const deliver = (frame) => setTimeout(() => socket.onmessage({data: JSON.stringify(frame)}), 0);
+  socket.readyState = 1;
+  socket.close = () => {};
+  socket.send = (text) => {
+    const frame = JSON.parse(text);
+    if (frame.action === 'subscribe') deliver({type: 'status', meetingId: frame.meetingId, status: 'LAUNCHED'});
+  };
+  deliver({type: 'connected', connectionId: 'fake'});
+};"""
+
+
+def test_a_late_poll_answer_never_moves_the_steps_back(live_stack, new_context):
+    meeting = live_stack.make_meeting(minutes_from_now=40)
+    context = new_context(permissions=["camera", "microphone"])
+    context.add_init_script(PUSH_LAUNCHED)
+    page = context.new_page()
+    stale = {"status": "LAUNCHING", "message": "Your desktop is being launched.", "final": False}
+
+    def answer_from_before_the_push(route):
+        if "application/json" in (route.request.headers.get("accept") or ""):
+            route.fulfill(status=202, json=stale)
+        else:
+            route.continue_()
+
+    page.route("**/join/**", answer_from_before_the_push)
+    page.goto(meeting["student_link"])
+    page.wait_for_function("() => window.elephantWaiting.answers > 0")  # the poll the push set off
+    assert page.locator("#steps li[data-step=booting]").get_attribute("data-state") == "current"
+    assert page.locator("#steps li[data-step=launching]").get_attribute("data-state") == "done"
