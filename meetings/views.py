@@ -228,9 +228,10 @@ def _room_closed_message(meeting: Meeting, by_token: bool, now) -> str:
 @require_GET
 def room(request, meeting_id: str):
     """GET /room/{meeting_id}?t={token}: the participants' video room (or the owning teacher's, logged in)."""
-    if not _MEETING_ID.match(meeting_id):
-        raise Http404("No such meeting")
-    meeting = get_object_or_404(Meeting, pk=meeting_id)
+    meeting = Meeting.objects.filter(pk=meeting_id).first() if _MEETING_ID.match(meeting_id) else None
+    if meeting is None:
+        denied = "This session does not exist (any more). Check that you used the newest link from your teacher."
+        return render(request, "meetings/room.html", {"meeting": None, "denied": denied}, status=404)
     token = request.GET.get("t")
     role = participant_token_role(meeting_id=meeting.id, token=token) if token else None
     if role is None:
@@ -243,6 +244,9 @@ def room(request, meeting_id: str):
             denied = "Only the teacher of this session and its student can enter its video room."
             return render(request, "meetings/room.html", {"meeting": None, "denied": denied}, status=403)
         role = Role.TEACHER
+    closed = _room_closed_message(meeting, bool(token), timezone.now())
+    if closed and _wants_json(request):  # no fresh TURN credentials for a room that is closed
+        return JsonResponse({"message": closed}, status=403)
     ice_servers, expires_at = ice_servers_for(meeting_id=meeting.id, role=role)
     if _wants_json(request):  # room.js refreshes expiring TURN credentials here
         return JsonResponse({"iceServers": ice_servers, "expiresAt": expires_at})
@@ -252,7 +256,7 @@ def room(request, meeting_id: str):
         "role": role,
         "token": token or "",
         "other_name": other,
-        "closed": _room_closed_message(meeting, bool(token), timezone.now()),
+        "closed": closed,
         "room_config": {
             "roomId": meeting.id,
             "role": role,

@@ -82,8 +82,11 @@ class TestRoomAccess:
         assert "room-config" not in response.content.decode()
 
     def test_unknown_or_malformed_meeting_is_404(self, client):
-        assert client.get("/room/zzzzzzzzzzzzzzzz?t=x").status_code == 404
-        assert client.get("/room/NOT-A-MEETING?t=x").status_code == 404
+        for url in ("/room/zzzzzzzzzzzzzzzz?t=x", "/room/NOT-A-MEETING?t=x", "/room/zzzzzzzzzzzzzzzz"):
+            response = client.get(url)
+            assert response.status_code == 404
+            html = response.content.decode()  # the room page saying what to do, not a bare "Not Found"
+            assert "newest link from your teacher" in html and "room-config" not in html
 
 
 @pytest.mark.django_db
@@ -148,3 +151,21 @@ class TestRoomIceServers:
         assert body["iceServers"][-1]["username"].endswith(f":{meeting.id}-student")
         assert body["expiresAt"] > timezone.now().timestamp()
         assert client.get(room_url(meeting, token="bad"), HTTP_ACCEPT="application/json").status_code == 403
+
+    @pytest.mark.parametrize("status", [MeetingStatus.CANCELLED, MeetingStatus.FAILED, MeetingStatus.TERMINATED])
+    def test_no_credentials_for_a_closed_room(self, client, teacher, settings, status):
+        settings.ELEPHANT_TURN_SECRET = "north-wind"
+        settings.ELEPHANT_TURN_URLS = ["turn:turn.lan.example:3478"]
+        meeting = make_meeting(teacher=teacher, meet_time=timezone.now(), status=status)
+        client.force_login(teacher)
+        for url in (room_url(meeting, "student"), room_url(meeting)):
+            response = client.get(url, HTTP_ACCEPT="application/json")
+            assert response.status_code == 403 and "iceServers" not in response.json()
+
+    def test_no_credentials_outside_the_links_window(self, client, teacher, settings):
+        settings.ELEPHANT_TURN_SECRET = "north-wind"
+        settings.ELEPHANT_TURN_URLS = ["turn:turn.lan.example:3478"]
+        for start in (timezone.now() + timedelta(days=2), timezone.now() - timedelta(days=2)):
+            meeting = make_meeting(teacher=teacher, meet_time=start)
+            response = client.get(room_url(meeting, "student"), HTTP_ACCEPT="application/json")
+            assert response.status_code == 403 and "iceServers" not in response.json()
