@@ -23,6 +23,7 @@
   var POLL_SOCKET_UP_MS = 20000;
   var DCV_URL_FRESH_MS = 60000; // DCV auth tokens live ELEPHANT_DCV_TOKEN_TTL_SECONDS (120 s by default)
   var REDIRECT_DELAY_MS = 1500;
+  var TOO_EARLY_RETRY_MS = 10000;
 
   var data = page.dataset;
   var meetingId = data.meetingId;
@@ -327,9 +328,25 @@
   window.addEventListener("pagehide", stopPreview);
 
   // --- too early: open by itself when the link starts working --------------------------------
+  // This device's clock may run ahead of Elephant's: when the link should be open by it but is
+  // not, ask Elephant again every few seconds instead of waiting for a moment already past.
+  function reloadWhenOpen() {
+    fetch(joinUrl, { headers: { Accept: "application/json" }, cache: "no-store", credentials: "omit" })
+      .then(function (response) {
+        return response.json();
+      })
+      .then(function (body) {
+        if (body.code === "too_early") setTimeout(reloadWhenOpen, TOO_EARLY_RETRY_MS);
+        else location.reload();
+      })
+      .catch(function () {
+        setTimeout(reloadWhenOpen, TOO_EARLY_RETRY_MS);
+      });
+  }
+
   if (data.reason === "too_early" && data.opensAt) {
     var wait = new Date(data.opensAt).getTime() - Date.now();
-    if (wait > 0 && wait < 2147483647) setTimeout(function () { location.reload(); }, wait + 1000);
+    if (wait < 2147483647) setTimeout(reloadWhenOpen, Math.max(wait, 0) + 1000);
   }
 
   // --- start ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A participant waits for the desktops, watching the steps advance live, and lands on the desktop."""
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -137,3 +138,25 @@ def test_a_late_poll_answer_never_moves_the_steps_back(live_stack, new_context):
     page.wait_for_function("() => window.elephantWaiting.answers > 0")  # the poll the push set off
     assert page.locator("#steps li[data-step=booting]").get_attribute("data-state") == "current"
     assert page.locator("#steps li[data-step=launching]").get_attribute("data-state") == "done"
+
+
+def test_too_early_opens_by_itself_on_a_device_whose_clock_runs_ahead(live_stack, new_context):
+    meeting = live_stack.make_meeting(minutes_from_now=120)
+    page = new_context().new_page()
+    # This device believes the link opened a minute ago; Elephant's clock says an hour to go.
+    page.clock.install(time=datetime.now(UTC) + timedelta(minutes=61))
+    page.goto(meeting["student_link"])
+    assert page.locator("#waiting").get_attribute("data-reason") == "too_early"
+    page.clock.run_for(2_000)  # asks Elephant, which still says too early
+    live_stack.shell(
+        f"""
+        import json
+        from datetime import timedelta
+        from django.utils import timezone
+        from meetings.models import Meeting
+        later = timezone.now() + timedelta(minutes=30)
+        print(json.dumps(Meeting.objects.filter(pk="{meeting["id"]}").update(meet_time=later)))
+        """
+    )
+    page.clock.run_for(15_000)
+    page.wait_for_selector("#waiting[data-code='202'] #steps")

@@ -91,6 +91,7 @@ class TestWaitingRoom:
         assert "opens one hour before" in html and "Come back at" in html
         assert 'data-reason="too_early"' in html
         assert f'data-opens-at="{meeting.join_opens_at.isoformat()}"' in html
+        assert f"/room/{meeting.id}" not in html  # the video room is closed until then too
 
     def test_expired_link_says_what_to_do(self, client):
         start = timezone.now()
@@ -98,6 +99,7 @@ class TestWaitingRoom:
         with time_machine.travel(start + timedelta(hours=3), tick=False):
             html = join_page(client, meeting).content.decode()
         assert "link has expired" in html and "schedule a new one" in html
+        assert f"/room/{meeting.id}" not in html
 
     def test_broken_links_get_a_page_not_a_stack_trace(self, client):
         meeting = make_meeting(meet_time=timezone.now())
