@@ -8,9 +8,9 @@ from meetings.models import Meeting, MeetingStatus, Role
 
 
 def _escape(text: str) -> str:
-    return (
-        text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\r\n", "\\n").replace("\n", "\\n")
-    )
+    """TEXT escaping (RFC 5545 3.3.11): a lone CR is a line break too, never a raw one in the file."""
+    text = text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
+    return text.replace("\r\n", "\\n").replace("\r", "\\n").replace("\n", "\\n")
 
 
 def _fold(line: str) -> str:

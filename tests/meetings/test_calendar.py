@@ -75,3 +75,14 @@ def test_lines_are_folded_escaped_and_cancelled_sessions_say_so():
     assert "SUMMARY:Tutoring session with Zoë\\; O'Brien\\, Jr\r\n" in unfold(body)
     assert f"URL:{join}\r\n" in unfold(body)
     assert "STATUS:CANCELLED" in body
+
+
+@pytest.mark.django_db
+def test_line_breaks_in_a_name_never_start_a_property():
+    meeting = make_meeting(student_name="Stu\rATTENDEE:mailto:eve@example.com\nX\r\nY")
+    body = meeting_ics(
+        meeting=meeting, role="teacher", join_link="https://e.example/j", room_link="https://e.example/r"
+    )
+    assert "\r" not in body.replace("\r\n", "")
+    assert "\nATTENDEE" not in body
+    assert "SUMMARY:Tutoring session with Stu\\nATTENDEE:mailto:eve@example.com\\nX\\nY\r\n" in unfold(body)
