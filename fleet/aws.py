@@ -132,7 +132,10 @@ def aws_client(service: str, *, max_attempts: int = 1, timeout: float | None = N
     ``AWS_REGION`` and the optional ``AWS_ENDPOINT_URL`` (the local endpoint in development and
     tests) apply to every service: EC2, Route 53 and DynamoDB.
     """
-    return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL, max_attempts, timeout)
+    try:
+        return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL, max_attempts, timeout)
+    except ValueError as exc:  # botocore's answer to an unusable AWS_ENDPOINT_URL or region
+        raise AwsConfigError(f"AWS is not configured: {exc}", code="Configuration", operation=service) from exc
 
 
 def aws_clients_reset() -> None:

@@ -86,5 +86,6 @@ class Host(models.Model):
 
     @property
     def started_at(self):
-        """When this host's clock for the health timeout started."""
-        return self.launched_at or self.created_at
+        """When this host's clock for the health timeout started: its launch once it has an
+        instance; until then its creation, as every retried launch claims it anew."""
+        return (self.instance_id and self.launched_at) or self.created_at

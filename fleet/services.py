@@ -186,25 +186,32 @@ def meeting_reconcile(*, meeting: Meeting, now: datetime | None = None) -> None:
     now = now or timezone.now()
     if meeting.status not in ACTIVE_STATUSES:
         return
+    deadline = now - timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
     hosts = selectors.hosts_current(meeting_id=meeting.pk)
+    # Before launching: a launch that keeps failing (throttling, an unreachable endpoint)
+    # raises from _launch_pending, and must still end in FAILED with its reason.
+    unlaunched = [
+        host
+        for host in hosts.values()
+        if not host.instance_id and host.state in BOOTING_HOST_STATES and host.started_at <= deadline
+    ]
+    if unlaunched:
+        host = max(unlaunched, key=lambda h: bool(h.last_error))  # the one that says why
+        meeting_fail(
+            meeting=meeting,
+            reason=TerminationReason.LAUNCH_FAILED,
+            error=f"the {host.role} host was not launched within {settings.ELEPHANT_HEALTH_TIMEOUT} "
+            f"minutes: {host.last_error or 'no answer from EC2'}",
+        )
+        return
     if not _launch_pending(meeting=meeting, hosts=hosts, now=now):
         return
-    deadline = now - timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
     for host in selectors.hosts_current(meeting_id=meeting.pk).values():
-        if host.state in BOOTING_HOST_STATES and host.started_at <= deadline:
-            if not host.instance_id:
-                meeting_fail(
-                    meeting=meeting,
-                    reason=TerminationReason.LAUNCH_FAILED,
-                    error=f"the {host.role} host was not launched within {settings.ELEPHANT_HEALTH_TIMEOUT} "
-                    f"minutes: {host.last_error or 'no answer from EC2'}",
-                )
-                return
+        if host.instance_id and host.state in BOOTING_HOST_STATES and host.started_at <= deadline:
             error = f"not healthy within {settings.ELEPHANT_HEALTH_TIMEOUT} minutes ({_health_summary(host)})"
-            if Host.objects.filter(pk=host.pk, state=host.state).update(
-                state=HostState.UNHEALTHY, last_error=error, updated_at=now
-            ):
-                host_replace(host=host, reason=TerminationReason.HEALTH_TIMEOUT, error=error, now=now)
+            host_retire(
+                host=host, state=HostState.UNHEALTHY, reason=TerminationReason.HEALTH_TIMEOUT, error=error, now=now
+            )
             meeting.refresh_from_db()
             if meeting.status not in ACTIVE_STATUSES:
                 return
@@ -217,30 +224,47 @@ def _health_summary(host: Host) -> str:
     return f"EC2 status checks {checks[host.ec2_checks_ok]}, DCV endpoint {checks[host.dcv_answered]}"
 
 
-def host_replace(*, host: Host, reason: str, error: str, now: datetime | None = None) -> Host | None:
-    """Replace a failed first host with a new generation; fail the meeting if it was the replacement."""
-    meeting = Meeting.objects.get(pk=host.meeting_id)
-    if host.instance_id:
-        _terminate_instances([host])
-    if meeting.status not in ACTIVE_STATUSES:
-        return None
-    if host.generation >= MAX_GENERATION:
-        meeting_fail(meeting=meeting, reason=reason, error=f"{host.role} host (replacement): {error}")
-        return None
+def host_retire(*, host: Host, state: str, reason: str, error: str, now: datetime | None = None) -> bool:
+    """Take a live host out of service (UNHEALTHY or FAILED), terminate its instance, and replace
+    it once; a replacement's retirement fails the meeting. False if someone else retired it first.
+
+    The host's new state and its replacement (or the meeting's failure) commit together, so a
+    fault after the commit loses neither: the pending replacement is launched by the next
+    reconcile, and an instance whose termination failed is no host's, so the reaper's.
+    """
+    now = now or timezone.now()
+    replacement = None
+    stamps = {"terminated_at": now} if state == HostState.FAILED else {}
     with transaction.atomic():
-        replacement, created = Host.objects.get_or_create(
-            meeting=meeting, role=host.role, generation=host.generation + 1
-        )
-        if created:
-            meeting_record_change(
-                meeting=meeting,
-                reason="HOST_REPLACED",
-                detail=f"{host.role} #{host.generation} {host.instance_id or '-'}: {error}",
-            )
-    logger.warning("meeting %s: replacing %s host %s: %s", meeting.pk, host.role, host.instance_id or "-", error)
-    if _launch_pending(meeting=meeting, hosts={host.role: replacement}, now=now):
-        return replacement
-    return None
+        if not Host.objects.filter(pk=host.pk, state=host.state).update(
+            state=state, last_error=error, updated_at=now, **stamps
+        ):
+            return False
+        meeting = Meeting.objects.select_for_update().get(pk=host.meeting_id)
+        if meeting.status in ACTIVE_STATUSES:
+            if host.generation >= MAX_GENERATION:
+                _fail_transition(meeting=meeting, reason=reason, error=f"{host.role} host (replacement): {error}")
+            else:
+                replacement, created = Host.objects.get_or_create(
+                    meeting=meeting, role=host.role, generation=host.generation + 1
+                )
+                if created:
+                    meeting_record_change(
+                        meeting=meeting,
+                        reason="HOST_REPLACED",
+                        detail=f"{host.role} #{host.generation} {host.instance_id or '-'}: {error}",
+                    )
+    logger.warning("meeting %s: retired %s host %s: %s", meeting.pk, host.role, host.instance_id or "-", error)
+    if host.instance_id:
+        try:
+            _terminate_instances([host])
+        except aws.AwsError as exc:
+            logger.warning("could not terminate %s (%s); the reaper will", host.instance_id, exc)
+    if meeting.status in TERMINAL_STATUSES:
+        meeting_hosts_terminate(meeting=meeting)
+    elif replacement is not None:
+        _launch_pending(meeting=meeting, hosts={host.role: replacement}, now=now)
+    return True
 
 
 @dataclass
@@ -349,13 +373,7 @@ def host_lost(*, host_id: int, ec2_state: str) -> bool:
     if host is None or host.state not in LIVE_HOST_STATES:
         return False
     error = f"instance {host.instance_id} went {ec2_state} outside Elephant"
-    if not Host.objects.filter(pk=host.pk, state=host.state).update(
-        state=HostState.FAILED, last_error=error, terminated_at=timezone.now()
-    ):
-        return False
-    aws.dns_record_change(action="DELETE", instance_id=host.instance_id, address=host.public_address)
-    host_replace(host=host, reason=TerminationReason.HOST_LOST, error=error)
-    return True
+    return host_retire(host=host, state=HostState.FAILED, reason=TerminationReason.HOST_LOST, error=error)
 
 
 @dataclass
@@ -491,6 +509,33 @@ def meeting_keep_alive(*, meeting_id: str) -> bool:
     return True
 
 
+def meeting_termination_rules_apply(*, meeting_id: str, now: datetime | None = None) -> str | None:
+    """Judge one meeting by the termination rules as it is now, and act: terminate it with the
+    reason due, or record that the safety net kept it alive. Returns the verdict.
+
+    The sweep's verdict was read before this ran (a queue in between): a meeting joined or
+    recorded since must be judged on what it is now, never ended as a no-show while in progress.
+    """
+    now = now or timezone.now()
+    meeting = Meeting.objects.filter(pk=meeting_id, status__in=ACTIVE_STATUSES).first()
+    if meeting is None:
+        return None
+    verdict = termination_rule(
+        status=meeting.status,
+        meet_time=meeting.meet_time,
+        duration_minutes=meeting.duration_minutes,
+        teacher_session_data=meeting.teacher_session_data,
+        student_session_data=meeting.student_session_data,
+        kept_alive=meeting.events.filter(reason=selectors.SAFETY_NET_KEPT_ALIVE).exists(),
+        now=now,
+    )
+    if verdict == KEEP_ALIVE:
+        meeting_keep_alive(meeting_id=meeting.pk)
+    elif verdict:
+        meeting_terminate(meeting=meeting, reason=verdict)
+    return verdict
+
+
 def meeting_terminate(*, meeting: Meeting, reason: str, actor: str = "system", detail: str = "") -> bool:
     """End an active meeting (-> TERMINATED with ``reason``) and terminate its hosts.
 
@@ -514,8 +559,15 @@ def meeting_terminate(*, meeting: Meeting, reason: str, actor: str = "system", d
 
 def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "system") -> bool:
     """FAILED with the reason and error kept (shown in the admin), and its hosts terminated."""
+    moved = _fail_transition(meeting=meeting, reason=reason, error=error, actor=actor)
+    if meeting.status in TERMINAL_STATUSES:
+        meeting_hosts_terminate(meeting=meeting)
+    return moved
+
+
+def _fail_transition(*, meeting: Meeting, reason: str, error: str, actor: str = "system") -> bool:
     logger.error("meeting %s failed (%s): %s", meeting.pk, reason, error)
-    moved = meeting_transition(
+    return meeting_transition(
         meeting=meeting,
         to_status=MeetingStatus.FAILED,
         allowed_from=ACTIVE_STATUSES | {MeetingStatus.SCHEDULED},
@@ -524,9 +576,6 @@ def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "sys
         actor=actor,
         fields={"termination_reason": reason, "last_error": error},
     )
-    if meeting.status in TERMINAL_STATUSES:
-        meeting_hosts_terminate(meeting=meeting)
-    return moved
 
 
 def meeting_hosts_terminate(*, meeting: Meeting) -> int:
@@ -548,12 +597,13 @@ def _terminate_instances(hosts: list[Host]) -> int:
     Host.objects.filter(pk__in=[h.pk for h in hosts], state__in=LIVE_HOST_STATES).update(
         state=HostState.TERMINATING, updated_at=timezone.now()
     )
-    aws.instances_terminate(h.instance_id for h in hosts)
+    # The records first: a termination that fails is retried or reaped, a record left behind is not.
     for host in hosts:
         try:
             aws.dns_record_change(action="DELETE", instance_id=host.instance_id, address=host.public_address)
         except aws.AwsError as exc:
             logger.warning("could not delete the DNS record of %s: %s", host.instance_id, exc)
+    aws.instances_terminate(h.instance_id for h in hosts)
     return len(hosts)
 
 

@@ -60,10 +60,8 @@ def fleet_health_sweep_task() -> int:
 @shared_task(ignore_result=True)
 def fleet_termination_sweep_task() -> int:
     result = services.fleet_termination_sweep()
-    for meeting_id in result.keep_alive:
-        meeting_keep_alive_task.delay(meeting_id)
-    for meeting_id, reason in result.terminate:
-        meeting_terminate_task.delay(meeting_id, reason)
+    for meeting_id in [*result.keep_alive, *(meeting_id for meeting_id, _ in result.terminate)]:
+        meeting_termination_rules_task.delay(meeting_id)
     return len(result.terminate)
 
 
@@ -96,8 +94,8 @@ def host_lost_task(host_id: int, ec2_state: str) -> bool:
 
 
 @shared_task(ignore_result=True, **RETRY_POLICY)
-def meeting_keep_alive_task(meeting_id: str) -> bool:
-    return services.meeting_keep_alive(meeting_id=meeting_id)
+def meeting_termination_rules_task(meeting_id: str) -> str | None:
+    return services.meeting_termination_rules_apply(meeting_id=meeting_id)
 
 
 @shared_task(ignore_result=True, **RETRY_POLICY)

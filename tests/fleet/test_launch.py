@@ -158,6 +158,35 @@ def test_throttling_past_the_policy_raises_for_the_task_to_retry(ec2, ec2_hook, 
     assert len(instances_of(ec2, meeting.pk)) == 2
 
 
+def test_a_launch_that_keeps_failing_transiently_fails_the_meeting_at_the_health_timeout(ec2, ec2_hook, settings):
+    """Each retry re-claims the host; that must not restart its clock, or the meeting never fails."""
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
+    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    meeting = due_meeting()
+    start = timezone.now()
+    for minute in (0, 3, 6, 9):  # the task's retries and the launch sweep keep trying
+        with time_machine.travel(start + timedelta(minutes=minute)), pytest.raises(aws.AwsTransientError):
+            services.meeting_launch(meeting_id=meeting.pk)
+    with time_machine.travel(start + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT, seconds=30)):
+        services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.LAUNCH_FAILED
+    assert "not launched within" in meeting.last_error and "RequestLimitExceeded" in meeting.last_error
+    assert instances_of(ec2, meeting.pk) == []
+
+
+def test_an_unusable_endpoint_url_fails_the_meeting(settings, ec2):
+    settings.AWS_ENDPOINT_URL = "localhost:4566"  # no scheme
+    aws.aws_clients_reset()
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.LAUNCH_FAILED
+    assert "localhost:4566" in meeting.last_error
+
+
 def test_missing_ami_fails_the_meeting_without_calling_aws(settings, ec2, caplog):
     settings.ELEPHANT_AMI_ID = ""
     meeting = due_meeting()

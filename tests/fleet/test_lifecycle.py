@@ -7,11 +7,11 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from fleet import services
+from fleet import aws, services
 from fleet.models import Host, HostState
 from meetings.models import MeetingStatus, TerminationReason
 from tests.factories import make_meeting
-from tests.fleet.conftest import REGION, instances_of
+from tests.fleet.conftest import REGION, aws_error, instances_of
 
 pytestmark = pytest.mark.django_db
 
@@ -164,6 +164,57 @@ def test_a_host_that_dies_is_replaced_and_its_replacement_dying_fails_the_meetin
     meeting.refresh_from_db()
     assert meeting.status == MeetingStatus.FAILED
     assert meeting.termination_reason == TerminationReason.HOST_LOST
+    assert instances_of(ec2, meeting.pk) == []
+
+
+def test_a_fault_while_replacing_a_lost_host_loses_no_replacement(ec2, ec2_hook, settings):
+    meeting = launched_meeting()
+    run_watchdog()
+    run_health()
+    teacher = Host.objects.get(meeting=meeting, role="teacher")
+    ec2.terminate_instances(InstanceIds=[teacher.instance_id])
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
+    ec2_hook.on("before-call.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    try:
+        run_watchdog()  # host_lost_task: the old instance's termination is throttled
+    except aws.AwsTransientError:
+        pass
+    ec2_hook.clear()
+    # The task's retry and the next sweeps.
+    assert not services.host_lost(host_id=teacher.pk, ec2_state="terminated")
+    run_watchdog()
+    run_health()
+    teacher.refresh_from_db()
+    assert teacher.state == HostState.FAILED
+    replacement = Host.objects.get(meeting=meeting, role="teacher", generation=2)
+    assert replacement.instance_id
+    assert replacement.instance_id in {i["InstanceId"] for i in instances_of(ec2, meeting.pk)}
+
+
+def test_a_fault_after_a_replacement_times_out_still_fails_the_meeting(settings, ec2, ec2_hook):
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"  # never answers
+    meeting = launched_meeting()
+    run_watchdog()
+    later = timezone.now() + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT + 1)
+    with time_machine.travel(later):
+        run_health(now=later)
+    # Only the teacher's replacement stays unhealthy.
+    Host.objects.filter(meeting=meeting, role="student", generation=2).update(agent_healthy_at=timezone.now())
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
+    ec2_hook.on("before-call.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    much_later = later + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT + 1)
+    with time_machine.travel(much_later):
+        run_watchdog()
+        try:
+            run_health(now=much_later)
+        except aws.AwsTransientError:
+            pass
+        ec2_hook.clear()
+        run_health(now=much_later)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED
+    assert meeting.termination_reason == TerminationReason.HEALTH_TIMEOUT
+    services.fleet_reap(now=much_later + timedelta(minutes=settings.ELEPHANT_REAPER_GRACE_MINUTES))
     assert instances_of(ec2, meeting.pk) == []
 
 

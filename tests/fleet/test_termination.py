@@ -2,13 +2,15 @@
 
 from datetime import timedelta
 
+import celery.app.task
 import pytest
 import time_machine
 from django.utils import timezone
 
-from fleet import services
+from fleet import services, tasks
 from fleet.models import Host, HostState
 from meetings.models import Meeting, MeetingStatus, TerminationReason
+from meetings.services import meeting_start_on_join
 from tests.factories import make_meeting
 from tests.fleet.conftest import TEST_AMI, instances_of
 
@@ -79,6 +81,22 @@ def test_in_progress_without_data_is_kept_alive_then_ends_with_success(ec2):
     meeting.refresh_from_db()
     assert meeting.status == MeetingStatus.TERMINATED and meeting.termination_reason == T.SUCCESS
     assert instances_of(ec2, meeting.pk) == []
+
+
+def test_a_meeting_joined_after_the_sweep_judged_it_is_not_ended_as_a_no_show(ec2, monkeypatch):
+    """The sweep's verdict is queued; the task judges the meeting as it is when it runs."""
+    meeting = healthy_meeting_with_instances(status=MeetingStatus.HEALTHY)
+    queued = []
+    monkeypatch.setattr(celery.app.task.Task, "delay", lambda task, *args, **kwargs: queued.append((task, args)))
+    with time_machine.travel(meeting.meet_time + timedelta(minutes=15, seconds=1)):
+        assert tasks.fleet_termination_sweep_task() == 1  # HEALTHY, nobody recorded: a no-show
+        assert meeting_start_on_join(meeting=meeting, role="student")  # a moment later
+        for task, args in queued:
+            assert task.apply(args=args).successful()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.IN_PROGRESS
+    assert meeting.events.filter(reason="SAFETY_NET_KEPT_ALIVE").count() == 1
+    assert len(instances_of(ec2, meeting.pk)) == 2
 
 
 def test_hard_stop_at_the_scheduled_end_plus_grace(ec2, settings):
