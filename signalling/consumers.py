@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Close codes (documented in README "Signalling").
 CLOSE_TOO_BIG = 1009  # a frame larger than MAX_FRAME_BYTES; daphne itself closes 1009 above 1 MiB
+CLOSE_SEND_FAILED = 1011  # a send to this socket failed (it was closing already)
 CLOSE_AUTH_FAILED = 4003  # ELEPHANT_SIGNALLING_AUTH_FAILURES failed joinRoom/subscribe attempts
 CLOSE_REPLACED = 4009  # the same participant connected again; this older socket is closed
 CLOSE_IDLE = 4408  # in no room and no subscription, and silent for ELEPHANT_SIGNALLING_IDLE_SECONDS
@@ -40,6 +41,8 @@ _MEETING_ID = re.compile(MEETING_ID_REGEX)
 
 
 class SignallingConsumer(AsyncJsonWebsocketConsumer):
+    closed = True  # until connect: nothing to release
+
     async def __call__(self, scope, receive, send):
         # AsyncConsumer.__call__ without the per-socket channel-layer channel and without a
         # task per frame: the hub delivers everything that comes from other processes.
@@ -58,6 +61,10 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
                     await self.websocket_disconnect(message)
         except StopConsumer:
             pass
+        finally:
+            # Also after an exception or a cancellation: a consumer left in the hub would be
+            # refreshed in Redis forever, a ghost in its rooms.
+            await self._release()
 
     # --- lifecycle ------------------------------------------------------------------------
     async def connect(self):
@@ -65,7 +72,6 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         self.rooms: dict[str, str] = {}  # room id -> identity
         self.meetings: set[str] = set()
         self.auth_failures = 0
-        self.closed = False
         self.bucket = TokenBucket(
             rate=settings.ELEPHANT_SIGNALLING_RATE_PER_SECOND, burst=settings.ELEPHANT_SIGNALLING_RATE_BURST
         )
@@ -78,6 +84,7 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         self.url_token = (query.get("t") or [None])[0]
         self.hub = await get_hub()
+        self.closed = False
         await self.accept()
         await self.send_frame(type="connected", connectionId=self.connection_id)
         self._arm_idle_timer()
@@ -87,7 +94,10 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
 
     async def close(self, code=None, reason=None):
         await self._release()
-        await super().close(code, reason)
+        try:
+            await super().close(code, reason)
+        except Exception:  # the socket is closing already
+            pass
 
     async def _release(self) -> None:
         if self.closed:
@@ -102,6 +112,13 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
             await self.hub.unsubscribe(self, meeting_id)
         self.meetings.clear()
 
+    def send_failed(self) -> None:
+        """A send to this socket raised: it is closing (autobahn refuses sends from the close
+        frame until daphne sees the TCP connection end, which a peer that stopped reading can
+        put off indefinitely). Leave its rooms now; never fail whoever was sending to it."""
+        if not self.closed and self.closing_task is None:
+            self.closing_task = asyncio.ensure_future(self.close(CLOSE_SEND_FAILED))
+
     async def evicted(self, room_id: str) -> None:
         """The hub removed us from ``room_id``: the same participant connected again."""
         self.rooms.pop(room_id, None)
@@ -109,7 +126,10 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
 
     # --- frames ---------------------------------------------------------------------------
     async def send_frame(self, **fields) -> None:
-        await self.base_send({"type": "websocket.send", "text": frame(**fields)})
+        try:
+            await self.base_send({"type": "websocket.send", "text": frame(**fields)})
+        except Exception:
+            self.send_failed()
 
     async def send_error(self, code: str, message: str, action=None) -> None:
         if action is None:
@@ -160,7 +180,13 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         if "message" not in content:
             return await self.send_error("bad_request", 'sendMsgToRoom needs a "message".', "sendMsgToRoom")
         message = content["message"]
-        text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
+        if isinstance(message, str):
+            # A JSON escape can make a lone surrogate, which no WebSocket text frame can carry.
+            if not message.isascii() and not _encodable(message):
+                return await self.send_error("bad_request", "message is not valid Unicode.", "sendMsgToRoom")
+            text = message
+        else:
+            text = json.dumps(message, separators=(",", ":"))
         await self.hub.relay(room_id, self, text)
 
     async def join_room(self, content: dict) -> None:
@@ -246,9 +272,14 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         token = content.get("token") or self.url_token
         if not isinstance(token, str):
             token = None
-        access = await database_sync_to_async(meeting_access)(
-            meeting_id=meeting_id, token=token, user=self.scope.get("user")
-        )
+        try:
+            access = await database_sync_to_async(meeting_access)(
+                meeting_id=meeting_id, token=token, user=self.scope.get("user")
+            )
+        except Exception:
+            logger.warning("access check for %s failed", meeting_id, exc_info=True)
+            await self.send_error("unavailable", "Access cannot be checked for a moment; retry.", action)
+            return None
         if access is not None:
             return access
         self.auth_failures += 1
@@ -276,3 +307,11 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
             self.closing_task = asyncio.ensure_future(self.close(CLOSE_IDLE))
         else:
             self._arm_idle_timer()
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -50,6 +50,14 @@ def frame(**fields) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
+async def _send(consumer, message: dict) -> None:
+    """Write to one socket; a socket that is closing must not fail the others (or the caller)."""
+    try:
+        await consumer.base_send(message)
+    except Exception:
+        consumer.send_failed()
+
+
 @dataclass
 class RemoteMember:
     process: str
@@ -147,7 +155,10 @@ class Hub:
         message = {"type": "websocket.send", "text": text}
         for consumer in tuple(self.rooms[room_id].values()):
             if consumer is not sender:
-                await consumer.base_send(message)
+                try:
+                    await consumer.base_send(message)
+                except Exception:
+                    consumer.send_failed()
         if self.remote.get(room_id):
             self._to_remote(room_id, ("msg", room_id, sender.connection_id, text))
 
@@ -174,7 +185,7 @@ class Hub:
         message = {"type": "websocket.send", "text": text}
         for consumer in tuple(self.rooms.get(room_id, {}).values()):
             if consumer is not exclude:
-                await consumer.base_send(message)
+                await _send(consumer, message)
 
     def _to_remote(self, room_id: str, item: tuple) -> None:
         for process in {member.process for member in self.remote.get(room_id, {}).values()}:
@@ -292,7 +303,7 @@ class Hub:
     async def _push_status(self, message: dict) -> None:
         text = frame(**{key: value for key, value in message.items() if key != "type"}, type="status")
         for consumer in tuple(self.subscribers.get(message["meetingId"], ())):
-            await consumer.base_send({"type": "websocket.send", "text": text})
+            await _send(consumer, {"type": "websocket.send", "text": text})
 
     # --- presence refresh -----------------------------------------------------------------
     async def _refresh_loop(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import websockets
+from websockets.frames import Close, Frame, Opcode
 
 from elephant.stack import BASE_DIR, free_port, wait_for_port
 from tests.support import RedisServer
@@ -206,3 +207,30 @@ async def test_redis_restart_mid_session_recovers_and_leaves_no_ghost(world, dap
         assert "Exception inside application" not in d.log()
     await a.ws.close()
     await b2.ws.close()
+
+
+async def test_a_peer_closing_while_it_is_sent_to_does_not_take_the_sender_down(world, daphnes):
+    # Between a client's close frame and the end of its TCP connection, daphne still hands
+    # sends for that socket to autobahn, which raises "Attempt to send on a closed protocol".
+    # A peer that is not reading keeps that window open: its buffers are full, so the TCP
+    # connection cannot finish closing. The sender must not pay for it.
+    room, teacher_token, student_token = world["meetings"][0]
+    a = await Peer.open(daphnes[0].url)
+    b = await Peer.open(daphnes[0].url)
+    assert (await a.join(room, teacher_token))["type"] == "joined"
+    assert (await b.join(room, student_token))["participants"] == [a.id]
+    assert await a.frame() == {"type": "newParticipant", "participantConnectionId": b.id}
+    b.ws.transport.pause_reading()
+    for _ in range(150):  # ~15 MB: more than the kernel buffers hold
+        await a.say(room, "x" * 100_000)
+    await asyncio.sleep(0.5)
+    close = Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True, extensions=[])
+    b.ws.transport.write(close)
+    await asyncio.sleep(0.5)
+    await a.say(room, "anyone?")
+    await a.ws.send(json.dumps({"action": "ping"}))
+    assert await a.frame() == {"type": "pong"}
+    b.ws.transport.abort()
+    assert await a.frame(timeout=3 * PRESENCE_TTL) == {"type": "participantLeft", "participantConnectionId": b.id}
+    assert "Exception inside application" not in daphnes[0].log()
+    await a.ws.close()

@@ -9,11 +9,13 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import OperationalError
 from django.utils import timezone
 
 from meetings.models import MeetingStatus
 from meetings.services import meeting_transition
 from meetings.tokens import participant_token
+from signalling.consumers import SignallingConsumer
 from signalling.hub import get_hub
 from signalling.presence import Presence
 from tests.factories import make_meeting, make_staff, make_teacher
@@ -111,6 +113,63 @@ async def test_join_twice_is_idempotent(meeting):
     assert await teacher.silent()
 
 
+async def test_lone_surrogate_message_is_refused_not_relayed(meeting):
+    teacher, student = await pair(meeting)
+    # Valid JSON whose string holds a lone surrogate: no text frame can carry it, and daphne
+    # would raise encoding it for the student, inside the teacher's task.
+    await teacher.ws.send_to(text_data=f'{{"action": "sendMsgToRoom", "roomId": "{meeting.id}", "message": "\\ud800"}}')
+    error = await teacher.recv()
+    assert (error["code"], error["action"]) == ("bad_request", "sendMsgToRoom")
+    assert await student.silent()
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="h\u00e9llo")
+    assert await student.recv_text() == "h\u00e9llo"
+
+
+async def test_a_peer_whose_socket_fails_is_dropped_and_the_sender_carries_on(meeting):
+    teacher, student = await pair(meeting)
+    hub = await get_hub()
+
+    async def closed_protocol(message):
+        raise RuntimeError("Attempt to send on a closed protocol")  # what autobahn raises while closing
+
+    hub.rooms[meeting.id][student.id].base_send = closed_protocol
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="are you there?")
+    assert await teacher.recv() == {"type": "participantLeft", "participantConnectionId": student.id}
+    await teacher.send(action="ping")
+    assert await teacher.recv() == {"type": "pong"}
+    assert [m.connection_id for m in await hub.presence.members(meeting.id)] == [teacher.id]
+
+
+async def test_a_consumer_that_crashes_leaves_its_room(meeting, monkeypatch):
+    teacher, student = await pair(meeting)
+
+    async def boom(consumer, content):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(SignallingConsumer.actions, "ping", boom)
+    await student.send(action="ping")
+    with pytest.raises(RuntimeError):
+        await student.ws.receive_output()
+    assert await teacher.recv() == {"type": "participantLeft", "participantConnectionId": student.id}
+    hub = await get_hub()
+    assert list(hub.rooms[meeting.id]) == [teacher.id]
+    assert [m.connection_id for m in await hub.presence.members(meeting.id)] == [teacher.id]
+
+
+async def test_database_outage_is_an_error_frame_not_a_dropped_socket(meeting, monkeypatch):
+    teacher, student = await pair(meeting)
+
+    def down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("signalling.consumers.meeting_access", down)
+    await student.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "student"))
+    error = await student.recv()
+    assert (error["code"], error["action"]) == ("unavailable", "subscribe")
+    await student.send(action="sendMsgToRoom", roomId=meeting.id, message="still here")
+    assert await teacher.recv_text() == "still here"
+
+
 # --- who may enter ---------------------------------------------------------------------------------
 async def test_token_in_socket_url(meeting):
     client = await open_socket(f"t={token(meeting, 'student')}")
@@ -197,7 +256,8 @@ async def test_rate_limit(meeting, settings):
 
 async def test_room_capacity(meeting, settings):
     settings.ELEPHANT_ROOM_CAPACITY = 2
-    await pair(meeting)
+    # Held: a socket whose communicator is garbage-collected is released like a dropped one.
+    teacher, student = await pair(meeting)
     staff = await database_sync_to_async(make_staff)()
     observer = await open_socket(headers=[await session_cookie(staff)])
     assert (await observer.join(meeting.id))["code"] == "room_full"
