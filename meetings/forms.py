@@ -1,3 +1,4 @@
+import unicodedata
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -69,6 +70,13 @@ class ScheduleForm(forms.Form):
     time = forms.TimeField(label="Time", widget=forms.TimeInput(attrs={"type": "time"}))
     time_zone = forms.ChoiceField(label="Time zone", choices=[(tz, tz.replace("_", " ")) for tz in COMMON_TIME_ZONES])
     duration_minutes = forms.TypedChoiceField(label="Duration", choices=DURATION_CHOICES, coerce=int, initial=60)
+
+    def clean_student_name(self):
+        name = self.cleaned_data["student_name"]
+        # The same rule as the API: names end up in calendar files, DynamoDB and page titles.
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise forms.ValidationError("Names cannot contain control characters.")
+        return name
 
     def clean(self):
         cleaned = super().clean()

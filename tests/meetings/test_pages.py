@@ -129,3 +129,21 @@ class TestCancel:
     def test_cancel_needs_post(self, teacher_client, teacher):
         meeting = make_meeting(teacher=teacher)
         assert teacher_client.get(f"/meetings/{meeting.id}/cancel").status_code == 405
+
+
+@pytest.mark.django_db
+def test_control_characters_in_the_student_name_are_refused(teacher_client):
+    response = teacher_client.post("/meetings/new", schedule_form(student_name="Stu\rDTSTART:1999"))
+    assert response.status_code == 200
+    assert "Names cannot contain control characters." in response.content.decode()
+    assert not Meeting.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unknown_pages_get_elephants_not_found_page(client, settings):
+    settings.DEBUG = False
+    response = client.get("/meetings/zzzzzzzzzzzzzzzz")
+    assert response.status_code in (302, 404)
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "We can't find that page" in response.content.decode()
