@@ -32,8 +32,11 @@ from signalling.presence import Presence
 
 logger = logging.getLogger(__name__)
 
-# How long a batch for another process is retried while Redis is unreachable.
+# How long a batch for another process is retried while Redis is unreachable; then it and
+# everything queued behind it for that process are dropped (stale signalling is useless).
 OUTBOX_RETRY_SECONDS = 10.0
+# Items waiting for one other process; more are dropped (Redis down or far too slow).
+OUTBOX_MAX_ITEMS = 5000
 # Items per channel-layer message.
 BATCH_MAX_ITEMS = 200
 # A remote member missing from this many consecutive presence reads is gone.
@@ -78,6 +81,7 @@ class Hub:
         self.tombstones: dict[str, float] = {}  # connection ids that left, so a stale read does not revive them
         self.subscribers: dict[str, set] = {}  # meeting id -> local consumers
         self.outbox: dict[str, list] = {}
+        self.outbox_dropped = 0
         self.flushers: dict[str, asyncio.Task] = {}
         self.tasks: list[asyncio.Task] = []
         self.resync = False
@@ -194,13 +198,19 @@ class Hub:
     # --- status push ----------------------------------------------------------------------
     async def subscribe(self, consumer, meeting_id: str) -> None:
         subscribers = self.subscribers.setdefault(meeting_id, set())
-        if not subscribers:
+        first = not subscribers
+        subscribers.add(consumer)
+        if first:
             try:
                 await self.layer.group_add(status_group(meeting_id), self.channel)
             except Exception:
-                self.subscribers.pop(meeting_id, None)
+                # Only this socket is told to retry; any that subscribed meanwhile keep their
+                # place, and the next refresh joins the group for them.
+                subscribers.discard(consumer)
+                if not subscribers:
+                    self.subscribers.pop(meeting_id, None)
+                self.resync = True
                 raise
-        subscribers.add(consumer)
 
     async def unsubscribe(self, consumer, meeting_id: str) -> None:
         subscribers = self.subscribers.get(meeting_id)
@@ -213,6 +223,8 @@ class Hub:
                 await self.layer.group_discard(status_group(meeting_id), self.channel)
             except Exception:
                 logger.warning("could not leave %s", status_group(meeting_id), exc_info=True)
+            if self.subscribers.get(meeting_id):  # a subscribe raced the discard: rejoin on refresh
+                self.resync = True
 
     # --- other processes ------------------------------------------------------------------
     def post(self, process: str, item: tuple) -> None:
@@ -220,8 +232,10 @@ class Hub:
         box = self.outbox.get(process)
         if box is None:
             self.outbox[process] = [item]
-        else:
+        elif len(box) < OUTBOX_MAX_ITEMS:
             box.append(item)
+        else:
+            self.outbox_dropped += 1
         if process not in self.flushers:
             self.flushers[process] = asyncio.ensure_future(self._flush(process))
 
@@ -231,25 +245,35 @@ class Hub:
                 if len(box) > BATCH_MAX_ITEMS:
                     self.outbox[process] = box[BATCH_MAX_ITEMS:] + self.outbox.get(process, [])
                     box = box[:BATCH_MAX_ITEMS]
-                await self._send_batch(process, box)
+                if not await self._send_batch(process, box):
+                    stale = self.outbox.pop(process, [])
+                    logger.error(
+                        "Redis unreachable for %.0fs: dropped %d items for %s (%d more over the queue limit)",
+                        OUTBOX_RETRY_SECONDS,
+                        len(box) + len(stale),
+                        process,
+                        self.outbox_dropped,
+                    )
+                    self.outbox_dropped = 0
         finally:
             self.flushers.pop(process, None)
 
-    async def _send_batch(self, process: str, items: list) -> None:
+    async def _send_batch(self, process: str, items: list) -> bool:
+        """Send, retrying while Redis is unreachable; False when it stayed so past the deadline."""
         deadline = time.monotonic() + OUTBOX_RETRY_SECONDS
         delay = 0.05
         while True:
             try:
                 await self.layer.send(process, {"type": "signalling.batch", "items": items})
-                return
+                return True
             except ChannelFull:
                 logger.warning("process channel %s is full (gone?): dropped %d items", process, len(items))
-                return
+                return True
             except Exception:
                 self.resync = True
                 if time.monotonic() > deadline:
-                    logger.error("Redis unreachable: dropped %d items for %s", len(items), process, exc_info=True)
-                    return
+                    logger.debug("last send error for %s", process, exc_info=True)
+                    return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

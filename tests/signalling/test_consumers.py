@@ -15,6 +15,7 @@ from django.utils import timezone
 from meetings.models import MeetingStatus
 from meetings.services import meeting_transition
 from meetings.tokens import participant_token
+from signalling import hub as hub_module
 from signalling.consumers import SignallingConsumer
 from signalling.hub import get_hub
 from signalling.presence import Presence
@@ -319,11 +320,60 @@ async def test_messages_from_another_process_reach_local_members(meeting):
         assert await client.recv() == {"type": "participantLeft", "participantConnectionId": "remote1"}
 
 
+async def test_redis_outage_bounds_what_waits_for_other_processes(monkeypatch):
+    monkeypatch.setattr(hub_module, "OUTBOX_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(hub_module, "OUTBOX_MAX_ITEMS", 500)
+    hub = await get_hub()
+
+    async def unreachable(channel, message):
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(hub.layer, "send", unreachable)
+    process = "signalling.other!x"
+    for i in range(800):
+        hub.post(process, ("msg", "aaaaaaaaaaaaaaaa", "c", str(i)))
+    assert sum(map(len, hub.outbox.values())) <= 500
+    # Once the first batch has waited its 10 s (here 0.3 s), what queued behind it is as
+    # stale: dropped with it, not retried batch after batch for another 10 s each.
+    await asyncio.sleep(0.6)
+    assert process not in hub.flushers
+    assert not hub.outbox
+
+
 # --- status push ------------------------------------------------------------------------------------
 async def test_subscribe_needs_access(meeting):
     client = await open_socket()
     await client.send(action="subscribe", meetingId=meeting.id)
     assert (await client.recv())["code"] == "forbidden"
+
+
+async def test_a_failed_subscribe_does_not_unsubscribe_another_socket(meeting, monkeypatch, settings):
+    settings.ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = 0.6
+    first, second = await open_socket(), await open_socket()
+    hub = await get_hub()
+    group_add = hub.layer.group_add
+    release = asyncio.Event()
+
+    async def slow_then_failing(group, channel):
+        await release.wait()
+        raise ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(hub.layer, "group_add", slow_then_failing)
+    await first.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "teacher"))
+    await asyncio.sleep(0.1)
+    monkeypatch.setattr(hub.layer, "group_add", group_add)
+    await second.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "student"))
+    assert (await second.recv())["type"] == "status"
+    release.set()
+    assert (await first.recv())["code"] == "unavailable"
+    await asyncio.sleep(0.5)  # a presence refresh
+
+    def launch():
+        meeting_transition(meeting=meeting, to_status=MeetingStatus.LAUNCHING, allowed_from={MeetingStatus.SCHEDULED})
+
+    await database_sync_to_async(launch)()
+    assert (await second.recv(timeout=1))["status"] == "LAUNCHING"
+    assert await first.silent()
 
 
 async def test_status_reaches_a_subscriber_within_a_second_of_commit(meeting):
