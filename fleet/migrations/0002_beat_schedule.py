@@ -5,8 +5,9 @@ tune them in the admin afterwards. ``expire_seconds`` equals the interval, so a 
 never piles up runs of a sweep.
 """
 
-from django.conf import settings
 from django.db import migrations
+
+from elephant.beat import beat_entries_operation
 
 ENTRIES = (
     # name, task, interval setting, default seconds
@@ -18,27 +19,10 @@ ENTRIES = (
 )
 
 
-def create_entries(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, setting, default in ENTRIES:
-        seconds = max(1, getattr(settings, setting, default))
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
-        PeriodicTask.objects.update_or_create(
-            name=name,
-            defaults={"task": task, "interval": interval, "expire_seconds": seconds, "enabled": True},
-        )
-
-
-def remove_entries(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for name, *_ in ENTRIES]).delete()
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("fleet", "0001_initial"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_entries, remove_entries)]
+    operations = [beat_entries_operation(ENTRIES)]

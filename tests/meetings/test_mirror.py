@@ -289,7 +289,7 @@ def test_resync_command_by_id_and_all(ddb, capsys):
 
 def test_beat_entries_expire_within_their_interval(db):
     migration = importlib.import_module("meetings.migrations.0003_mirror_beat_entries")
-    migration.create_entries(apps, None)
+    migration.Migration.operations[0].code(apps, None)
     tasks = {task.task: task for task in PeriodicTask.objects.filter(task__startswith="meetings.tasks.mirror_")}
     assert set(tasks) == {"meetings.tasks.mirror_flush_task", "meetings.tasks.mirror_pull_task"}
     for task in tasks.values():
