@@ -40,6 +40,20 @@ def cancel_meetings(modeladmin, request, queryset):
         modeladmin.message_user(request, "Not cancelled, no longer scheduled: " + ", ".join(skipped), messages.WARNING)
 
 
+EDITABLE_FIELDS = frozenset(
+    {
+        "teacher",
+        "teacher_name",
+        "teacher_email",
+        "student_name",
+        "student_email",
+        "meet_time",
+        "time_zone",
+        "duration_minutes",
+    }
+)
+
+
 @admin.register(Meeting)
 class MeetingAdmin(admin.ModelAdmin):
     list_display = (
@@ -59,28 +73,6 @@ class MeetingAdmin(admin.ModelAdmin):
     ordering = ("-meet_time",)
     inlines = [HostInline, MeetingEventInline]
     actions = [cancel_meetings, "resync_to_dynamodb", *FLEET_MEETING_ACTIONS]
-    readonly_fields = (
-        "id",
-        "status",
-        "termination_reason",
-        "last_error",
-        "version",
-        "mirrored_version",
-        "mirrored_status",
-        "mirror_attempts",
-        "mirror_next_attempt_at",
-        "mirror_last_error",
-        "mirror_error_at",
-        "teacher_session_data",
-        "student_session_data",
-        "created_at",
-        "updated_at",
-        "launched_at",
-        "healthy_at",
-        "started_at",
-        "ended_at",
-        "api_key",
-    )
     fieldsets = (
         (None, {"fields": ("id", "status", "termination_reason", "last_error")}),
         (
@@ -108,6 +100,10 @@ class MeetingAdmin(admin.ModelAdmin):
                 )
             },
         ),
+    )
+    # Everything shown is read-only except the participants and the schedule (see get_readonly_fields).
+    readonly_fields = tuple(
+        name for _, options in fieldsets for name in options["fields"] if name not in EDITABLE_FIELDS
     )
 
     @admin.action(description="Resync selected meetings to DynamoDB")
