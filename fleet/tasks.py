@@ -96,11 +96,3 @@ def host_lost_task(host_id: int, ec2_state: str) -> bool:
 @shared_task(ignore_result=True, **RETRY_POLICY)
 def meeting_termination_rules_task(meeting_id: str) -> str | None:
     return services.meeting_termination_rules_apply(meeting_id=meeting_id)
-
-
-@shared_task(ignore_result=True, **RETRY_POLICY)
-def meeting_terminate_task(meeting_id: str, reason: str, actor: str = "system") -> bool:
-    meeting = Meeting.objects.filter(pk=meeting_id).first()
-    if meeting is None:
-        return False
-    return services.meeting_terminate(meeting=meeting, reason=reason, actor=actor)

@@ -41,10 +41,13 @@ def test_a_task_failing_on_a_database_outage_is_retried_and_loses_no_transition(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_terminate_task_survives_an_outage_during_the_transition(ec2):
-    meeting = make_meeting(meet_time=timezone.now(), status=MeetingStatus.IN_PROGRESS)
-    with connection.execute_wrapper(DatabaseDown("meetings_meeting")):
-        result = tasks.meeting_terminate_task.apply(args=[meeting.pk, TerminationReason.SCHEDULED_END])
+def test_terminate_task_survives_an_outage_during_the_transition(ec2, settings):
+    past_hard_stop = timezone.now() - timedelta(minutes=60 + settings.ELEPHANT_OVERRUN_GRACE + 1)
+    meeting = make_meeting(meet_time=past_hard_stop, duration_minutes=60, status=MeetingStatus.IN_PROGRESS)
+    outage = DatabaseDown("meetings_meeting")
+    with connection.execute_wrapper(outage):
+        result = tasks.meeting_termination_rules_task.apply(args=[meeting.pk])
+    assert outage.left == 0
     assert result.successful(), result.traceback
     meeting.refresh_from_db()
     assert meeting.status == MeetingStatus.TERMINATED
