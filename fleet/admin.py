@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from fleet import aws, services
 from fleet.models import Host
+from meetings.admin import meeting_admin_extend
 from meetings.models import ACTIVE_STATUSES, MeetingStatus, TerminationReason
 
 HOST_FIELDS = (
@@ -130,6 +131,7 @@ def rerun_health_check(modeladmin, request, queryset):
 
 
 FLEET_MEETING_ACTIONS = [launch_now, terminate_now, rerun_health_check]
+meeting_admin_extend(inlines=[HostInline], actions=FLEET_MEETING_ACTIONS)
 
 
 @admin.register(Host)

@@ -1,36 +1,33 @@
-"""The boto3 layer: thin functions over EC2 and Route 53, and the one AWS retry policy.
+"""The fleet's AWS layer: typed functions over EC2 and Route 53.
 
-Clients are built in one place from settings (``AWS_REGION``, optional ``AWS_ENDPOINT_URL``)
-with botocore's own retries switched off, so that every call goes through ``aws_call`` and
-its single policy: throttling and transient faults are retried with exponential backoff and
-full jitter; anything else is raised at once. Errors that no retry can fix (missing or wrong
-configuration, missing permissions) are raised as ``AwsConfigError`` so that callers fail the
-meeting instead of looping.
+Clients, the retry policy and the error classes come from ``elephant.aws`` (one policy for
+every app): botocore retries throttling and transient faults; what outlasts it is raised as
+``AwsTransientError`` so the task retries later. Errors that no retry can fix (missing or
+wrong configuration, missing permissions) are ``AwsConfigError``, so callers fail the meeting
+instead of looping.
 """
 
 import logging
-import random
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import ClientError
 from django.conf import settings
+
+from elephant.aws import (  # noqa: F401  re-exported: the fleet's callers catch these as aws.*
+    CAPACITY_CODES,
+    AwsCapacityError,
+    AwsConfigError,
+    AwsError,
+    AwsTransientError,
+    aws_call,
+    aws_client,
+    aws_clients_reset,
+    aws_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,48 +36,8 @@ DESCRIBE_BATCH = 1000  # DescribeInstances takes up to 1,000 instance ids per ca
 STATUS_BATCH = 100  # DescribeInstanceStatus takes up to 100.
 TERMINATE_BATCH = 500
 LIVE_EC2_STATES = ("pending", "running", "stopping", "stopped")
-
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "PriorRequestNotComplete",
-        "SlowDown",
-        "EC2ThrottledException",
-    }
-)
-TRANSIENT_CODES = frozenset(
-    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout", "RequestExpired"}
-)
-CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity"})
 NOT_FOUND_CODE = "InvalidInstanceID.NotFound"
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]+")
-
-
-class AwsError(Exception):
-    """An AWS call failed. ``code`` is the AWS error code where there is one."""
-
-    def __init__(self, message: str, *, code: str = "", operation: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.operation = operation
-
-
-class AwsTransientError(AwsError):
-    """Throttled or unavailable after every retry: try again later."""
-
-
-class AwsConfigError(AwsError):
-    """Missing or wrong configuration or permissions: retrying cannot help."""
-
-
-class AwsCapacityError(AwsError):
-    """No capacity for this instance type (or the type is not offered there)."""
 
 
 @dataclass(frozen=True)
@@ -112,36 +69,6 @@ class Instance:
         )
 
 
-# --- clients and the retry policy -----------------------------------------------------------------
-@cache
-def _client(service: str, region: str, endpoint_url: str | None, max_attempts: int, timeout: float | None):
-    # max_attempts=1: the caller retries through aws_call (the fleet's one policy). The mirror
-    # asks botocore to retry (adaptive mode) because its outbox already absorbs longer outages.
-    config = Config(
-        retries={"total_max_attempts": max_attempts, "mode": "adaptive" if max_attempts > 1 else "standard"},
-        connect_timeout=timeout or 5,
-        read_timeout=timeout or 20,
-        max_pool_connections=32,
-    )
-    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)
-
-
-def aws_client(service: str, *, max_attempts: int = 1, timeout: float | None = None):
-    """A cached, thread-safe boto3 client built from settings: the one place clients are made.
-
-    ``AWS_REGION`` and the optional ``AWS_ENDPOINT_URL`` (the local endpoint in development and
-    tests) apply to every service: EC2, Route 53 and DynamoDB.
-    """
-    try:
-        return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL, max_attempts, timeout)
-    except ValueError as exc:  # botocore's answer to an unusable AWS_ENDPOINT_URL or region
-        raise AwsConfigError(f"AWS is not configured: {exc}", code="Configuration", operation=service) from exc
-
-
-def aws_clients_reset() -> None:
-    _client.cache_clear()
-
-
 def ec2_client():
     return aws_client("ec2")
 
@@ -150,45 +77,8 @@ def route53_client():
     return aws_client("route53")
 
 
-def _backoff_seconds(attempt: int) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(settings.ELEPHANT_AWS_RETRY_CAP_SECONDS, settings.ELEPHANT_AWS_RETRY_BASE_SECONDS * 2**attempt)
-    return random.uniform(0, ceiling)
-
-
-def aws_call(method: Callable[..., dict], **params: Any) -> dict:
-    """Call one boto3 operation under the shared retry policy."""
-    operation = getattr(method, "__name__", "call")
-    attempts = max(1, settings.ELEPHANT_AWS_MAX_ATTEMPTS)
-    for attempt in range(attempts):
-        try:
-            return method(**params)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            retryable = code in THROTTLING_CODES or code in TRANSIENT_CODES or status >= 500
-            if not retryable:
-                raise
-            error: AwsError = AwsTransientError(str(exc), code=code, operation=operation)
-        except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
-            raise AwsConfigError(f"AWS is not configured: {exc}", code=type(exc).__name__, operation=operation) from exc
-        except (BotoConnectionError, BotoCoreError) as exc:
-            error = AwsTransientError(f"{operation}: {exc}", code=type(exc).__name__, operation=operation)
-        if attempt + 1 < attempts:
-            delay = _backoff_seconds(attempt)
-            logger.warning(
-                "AWS %s failed (%s), retry %d/%d in %.2fs", operation, error.code, attempt + 1, attempts, delay
-            )
-            time.sleep(delay)
-    raise error
-
-
 def classify_client_error(exc: ClientError, *, operation: str) -> AwsError:
-    code = exc.response.get("Error", {}).get("Code", "")
-    message = exc.response.get("Error", {}).get("Message", str(exc))
-    if code in CAPACITY_CODES:
-        return AwsCapacityError(f"{code}: {message}", code=code, operation=operation)
-    return AwsConfigError(f"{operation} refused: {code}: {message}", code=code, operation=operation)
+    return aws_error(exc, operation=operation)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

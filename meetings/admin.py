@@ -3,7 +3,6 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from fleet.admin import FLEET_MEETING_ACTIONS, HostInline
 from meetings.apikeys import api_key_issue, api_key_set_active
 from meetings.mirror import mirror_backlog, mirror_resync
 from meetings.models import ApiKey, Meeting, MeetingEvent, MirrorBacklog, UsagePlan
@@ -71,8 +70,10 @@ class MeetingAdmin(admin.ModelAdmin):
     date_hierarchy = "meet_time"
     list_select_related = ("teacher",)
     ordering = ("-meet_time",)
-    inlines = [HostInline, MeetingEventInline]
-    actions = [cancel_meetings, "resync_to_dynamodb", *FLEET_MEETING_ACTIONS]
+    # Apps that build on meetings add their parts with meeting_admin_extend (fleet: hosts and
+    # their actions; mirror: its state and resync), so this module imports none of them.
+    inlines = [MeetingEventInline]
+    actions = [cancel_meetings, "resync_to_dynamodb"]
     fieldsets = (
         (None, {"fields": ("id", "status", "termination_reason", "last_error")}),
         (
@@ -140,6 +141,16 @@ class MeetingAdmin(admin.ModelAdmin):
                 actor=staff_actor(request),
                 fields=fields,
             )
+
+
+def meeting_admin_extend(*, inlines=(), actions=()) -> None:
+    """Add inlines (shown before the meeting's events) and actions to the meeting's staff page.
+
+    Called at import by the admin modules of the apps that depend on meetings; Django reads
+    ``inlines`` and ``actions`` per request, so what they add is there from the first page.
+    """
+    MeetingAdmin.inlines = [*MeetingAdmin.inlines[:-1], *inlines, MeetingAdmin.inlines[-1]]
+    MeetingAdmin.actions = [*MeetingAdmin.actions, *actions]
 
 
 # --- DynamoDB mirror backlog (README "DynamoDB mirror") -----------------------------------------------------

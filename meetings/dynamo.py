@@ -20,7 +20,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from fleet.aws import aws_client
+from elephant.aws import aws_client
 from meetings.models import Meeting, MeetingStatus, Role
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,7 @@ class AgentReport:
 
 def ddb_client():
     """The DynamoDB client, from the fleet's one client factory (same AWS settings)."""
-    return aws_client(
-        "dynamodb", max_attempts=settings.ELEPHANT_DDB_MAX_ATTEMPTS, timeout=settings.ELEPHANT_DDB_TIMEOUT_SECONDS
-    )
+    return aws_client("dynamodb", timeout=settings.ELEPHANT_DDB_TIMEOUT_SECONDS)
 
 
 def _unavailable(exc: Exception) -> bool:

@@ -66,6 +66,29 @@ class TerminationReason(models.TextChoices):
     HOST_LOST = "HOST_LOST", "A host died"
 
 
+class EventReason(models.TextChoices):
+    """Why an event row was written, beyond the termination reasons (which are reasons too).
+
+    One list for every app: meetings, the fleet and the mirror write events with these.
+    """
+
+    SCHEDULED = "SCHEDULED", "Scheduled"
+    LAUNCH = "LAUNCH", "Launch started"
+    HOSTS_LAUNCHED = "HOSTS_LAUNCHED", "Both instances launched"
+    DNS_WRITTEN = "DNS_WRITTEN", "Both desktop links written"
+    HOSTS_HEALTHY = "HOSTS_HEALTHY", "Both desktops healthy"
+    FIRST_JOIN = "FIRST_JOIN", "First participant joined"
+    HOST_LAUNCHED = "HOST_LAUNCHED", "Instance launched"
+    HOST_ADOPTED = "HOST_ADOPTED", "Instance adopted after a crash"
+    HOST_LINK = "HOST_LINK", "Desktop link written"
+    HOST_REPLACED = "HOST_REPLACED", "Host replaced"
+    SAFETY_NET_KEPT_ALIVE = "SAFETY_NET_KEPT_ALIVE", "Safety net: kept alive"
+    REAPED = "REAPED", "Orphan instance reaped"
+    STAFF_EDIT = "STAFF_EDIT", "Edited by staff"
+    DDB_RESYNC = "DDB_RESYNC", "DynamoDB resync requested"
+    AGENT_SESSION_DATA = "AGENT_SESSION_DATA", "Session data reported by an agent"
+
+
 class MeetingQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)

@@ -25,3 +25,11 @@ def _clean_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _aws_backoff_frozen(monkeypatch):
+    """botocore's retry policy runs as configured (modes, attempts, quota), without its sleeps."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)

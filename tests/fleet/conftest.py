@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from fleet import aws
 from fleet.standin import serve
@@ -81,8 +82,6 @@ def local_aws(moto_url, standin_port, settings):
     settings.ELEPHANT_INSTANCE_PROFILE = ""
     settings.ELEPHANT_DNS_ZONE_ID = ""
     settings.ELEPHANT_DCV_URL_TEMPLATE = f"http://127.0.0.1:{port}/{{instance_id}}/"
-    settings.ELEPHANT_AWS_RETRY_BASE_SECONDS = 0.001
-    settings.ELEPHANT_AWS_RETRY_CAP_SECONDS = 0.01
     settings.ELEPHANT_PROBE_TIMEOUT_SECONDS = 2.0
     aws.aws_clients_reset()
     yield moto_url
@@ -129,12 +128,20 @@ def ec2_hook():
     hook.clear()
 
 
+class _Body:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
 def aws_error(code: str, message: str = "", status: int = 400):
-    """A before-call short-circuit answer: botocore raises it as the ClientError AWS would send."""
-
-    class _Http:
-        status_code = status
-        headers: dict = {}
-
-    error = {"Code": code, "Message": message or code}
-    return _Http(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}
+    """A ``before-send`` answer: the HTTP error EC2 would send, which botocore parses, retries
+    under the one retry policy (throttling, 5xx) and raises as the ClientError AWS would give."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{message or code}</Message>"
+        "</Error></Errors><RequestID>test-request</RequestID></Response>"
+    ).encode()
+    return AWSResponse("https://ec2.test/", status, {}, _Body(body))

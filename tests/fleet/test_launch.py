@@ -101,12 +101,12 @@ def test_a_worker_killed_between_run_instances_and_the_database_write_leaves_no_
 
 
 def test_instance_type_falls_back_on_insufficient_capacity(ec2, ec2_hook):
-    def no_g4dn(params, **_):
-        if params["body"].get("InstanceType") == "g4dn.xlarge":
+    def no_g4dn(request, **_):
+        if "InstanceType=g4dn.xlarge" in str(request.body):
             return aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient g4dn.xlarge capacity")
         return None
 
-    ec2_hook.on("before-call.ec2.RunInstances", no_g4dn)
+    ec2_hook.on("before-send.ec2.RunInstances", no_g4dn)
     meeting = due_meeting()
     services.meeting_launch(meeting_id=meeting.pk)
     instances = instances_of(ec2, meeting.pk)
@@ -115,7 +115,7 @@ def test_instance_type_falls_back_on_insufficient_capacity(ec2, ec2_hook):
 
 
 def test_no_capacity_anywhere_fails_the_meeting_with_the_reason(ec2, ec2_hook):
-    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("InsufficientInstanceCapacity"))
+    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: aws_error("InsufficientInstanceCapacity"))
     meeting = due_meeting()
     services.meeting_launch(meeting_id=meeting.pk)
     meeting.refresh_from_db()
@@ -134,7 +134,7 @@ def test_throttling_is_retried_with_backoff(ec2, ec2_hook):
             return aws_error("RequestLimitExceeded", "Request limit exceeded.", status=503)
         return None
 
-    ec2_hook.on("before-call.ec2.RunInstances", throttle_twice)
+    ec2_hook.on("before-send.ec2.RunInstances", throttle_twice)
     meeting = due_meeting()
     services.meeting_launch(meeting_id=meeting.pk)
     assert len(calls) == 4  # two refusals, then one RunInstances per role
@@ -143,7 +143,7 @@ def test_throttling_is_retried_with_backoff(ec2, ec2_hook):
 
 def test_throttling_past_the_policy_raises_for_the_task_to_retry(ec2, ec2_hook, settings):
     settings.ELEPHANT_AWS_MAX_ATTEMPTS = 3
-    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
     meeting = due_meeting()
     with pytest.raises(aws.AwsTransientError):
         services.meeting_launch(meeting_id=meeting.pk)
@@ -161,7 +161,7 @@ def test_throttling_past_the_policy_raises_for_the_task_to_retry(ec2, ec2_hook, 
 def test_a_launch_that_keeps_failing_transiently_fails_the_meeting_at_the_health_timeout(ec2, ec2_hook, settings):
     """Each retry re-claims the host; that must not restart its clock, or the meeting never fails."""
     settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
-    ec2_hook.on("before-call.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
     meeting = due_meeting()
     start = timezone.now()
     for minute in (0, 3, 6, 9):  # the task's retries and the launch sweep keep trying

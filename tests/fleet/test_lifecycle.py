@@ -174,7 +174,7 @@ def test_a_fault_while_replacing_a_lost_host_loses_no_replacement(ec2, ec2_hook,
     teacher = Host.objects.get(meeting=meeting, role="teacher")
     ec2.terminate_instances(InstanceIds=[teacher.instance_id])
     settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
-    ec2_hook.on("before-call.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    ec2_hook.on("before-send.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
     try:
         run_watchdog()  # host_lost_task: the old instance's termination is throttled
     except aws.AwsTransientError:
@@ -201,7 +201,7 @@ def test_a_fault_after_a_replacement_times_out_still_fails_the_meeting(settings,
     # Only the teacher's replacement stays unhealthy.
     Host.objects.filter(meeting=meeting, role="student", generation=2).update(agent_healthy_at=timezone.now())
     settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
-    ec2_hook.on("before-call.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
+    ec2_hook.on("before-send.ec2.TerminateInstances", lambda **_: aws_error("RequestLimitExceeded", status=503))
     much_later = later + timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT + 1)
     with time_machine.travel(much_later):
         run_watchdog()

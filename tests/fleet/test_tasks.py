@@ -64,7 +64,7 @@ def test_throttling_beyond_the_aws_policy_is_retried_by_the_task(ec2, ec2_hook, 
         calls.append(1)
         return aws_error("RequestLimitExceeded", status=503) if len(calls) <= 3 else None
 
-    ec2_hook.on("before-call.ec2.RunInstances", throttled_for_a_while)
+    ec2_hook.on("before-send.ec2.RunInstances", throttled_for_a_while)
     meeting = make_meeting(meet_time=timezone.now() + timedelta(minutes=1))
     result = tasks.meeting_launch_task.apply(args=[meeting.pk])
     assert result.successful(), result.traceback

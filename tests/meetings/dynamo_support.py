@@ -98,7 +98,7 @@ def ddb(settings, db):
     server.start()
     settings.AWS_ENDPOINT_URL = server.url
     settings.AWS_REGION = "us-west-2"
-    settings.ELEPHANT_DDB_MAX_ATTEMPTS = 2
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 2
     settings.ELEPHANT_DDB_TIMEOUT_SECONDS = 2.0
     settings.ELEPHANT_PUBLIC_URL = "https://elephant.example.com"
     server.reset()
