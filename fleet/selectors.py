@@ -23,6 +23,14 @@ def hosts_current(*, meeting_id: str) -> dict[str, Host]:
     return current
 
 
+def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Host]]:
+    """Meeting id -> role -> the role's current host (newest generation), in one query."""
+    current: dict[str, dict[str, Host]] = {}
+    for host in Host.objects.filter(meeting_id__in=list(meeting_ids)).order_by("meeting_id", "role", "-generation"):
+        current.setdefault(host.meeting_id, {}).setdefault(host.role, host)
+    return current
+
+
 def meeting_ids_to_launch(*, now: datetime) -> list[str]:
     """Meetings due at meet_time - ELEPHANT_LAUNCH_LEAD, and LAUNCHING ones that stalled."""
     lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
