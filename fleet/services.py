@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from fleet import aws, probes, selectors
+from fleet.health import host_agent_healthy  # noqa: F401  the mirror reports agent health here
 from fleet.models import BOOTING_HOST_STATES, LIVE_HOST_STATES, Host, HostState
 from meetings.models import (
     ACTIVE_STATUSES,
