@@ -1,11 +1,13 @@
 """The staff console for meetings. Actions call the same services the pages and tasks use."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 
 from meetings.apikeys import api_key_issue, api_key_set_active
 from meetings.mirror import mirror_backlog, mirror_resync
 from meetings.models import ApiKey, Meeting, MeetingEvent, MirrorBacklog, UsagePlan
+from meetings.schedule import SCHEDULE_FIELDS, schedule_clean
 from meetings.services import meeting_cancel
 
 
@@ -53,8 +55,28 @@ EDITABLE_FIELDS = frozenset(
 )
 
 
+class MeetingAdminForm(forms.ModelForm):
+    """Staff edits are judged by the one definition of a valid schedule (meetings.schedule).
+
+    Only what staff changed is judged: a time that was valid when it was set does not become an
+    error on every later edit just because it has passed.
+    """
+
+    class Meta:
+        model = Meeting
+        fields = ("teacher", *SCHEDULE_FIELDS)  # the admin passes its own editable fields anyway
+
+    def clean(self):
+        cleaned = super().clean()
+        changed = {name: cleaned[name] for name in self.changed_data if name in SCHEDULE_FIELDS and name in cleaned}
+        for name, problems in schedule_clean(changed)[1].items():
+            self.add_error(name, problems)
+        return cleaned
+
+
 @admin.register(Meeting)
 class MeetingAdmin(admin.ModelAdmin):
+    form = MeetingAdminForm
     list_display = (
         "id",
         "status",

@@ -6,16 +6,13 @@ Anything a caller can send is answered with a 4xx, never a 500.
 """
 
 import json
-import unicodedata
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
@@ -23,14 +20,11 @@ from meetings.apikeys import AUTH_SCHEME, ApiKeyError, api_key_authenticate
 from meetings.links import meeting_links
 from meetings.models import MEETING_ID_LENGTH, Meeting, MeetingStatus
 from meetings.ratelimit import DAILY_QUOTA, rate_limit_hit
-from meetings.services import meeting_cancel, meeting_schedule, meeting_schedule_validate
+from meetings.schedule import MEET_TIME_EXAMPLE, schedule_clean
+from meetings.services import meeting_cancel, meeting_schedule
 
 MAX_BODY_BYTES = 16 * 1024
 JSON_CONTENT_TYPES = ("application/json",)
-NAME_MAX_LENGTH = Meeting._meta.get_field("teacher_name").max_length
-EMAIL_MAX_LENGTH = Meeting._meta.get_field("teacher_email").max_length
-TIME_ZONE_MAX_LENGTH = Meeting._meta.get_field("time_zone").max_length
-MEET_TIME_MAX_LENGTH = 64
 
 REQUIRED_FIELDS = ("teacher_name", "student_name", "meet_time")
 OPTIONAL_FIELDS = ("teacher_email", "student_email", "time_zone", "duration_minutes")
@@ -151,73 +145,30 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _clean_name(value: Any) -> tuple[str, str | None]:
-    if not isinstance(value, str):
-        return "", "Must be a string."
-    value = value.strip()
-    if not value:
-        return "", "This field may not be blank."
-    if len(value) > NAME_MAX_LENGTH:
-        return "", f"At most {NAME_MAX_LENGTH} characters."
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        return "", "Control characters are not allowed."
-    return value, None
+# The body's JSON types; the values themselves are judged by the one definition (meetings.schedule).
+_MUST_BE_A_STRING = "Must be a string."
+_JSON_TYPES: dict[str, tuple[type, str]] = {
+    "teacher_name": (str, _MUST_BE_A_STRING),
+    "student_name": (str, _MUST_BE_A_STRING),
+    "teacher_email": (str, _MUST_BE_A_STRING),
+    "student_email": (str, _MUST_BE_A_STRING),
+    "meet_time": (str, f"Must be an ISO 8601 string ({MEET_TIME_EXAMPLE})."),
+    "time_zone": (str, "Must be a string naming an IANA time zone, such as Europe/Berlin."),
+    "duration_minutes": (int, "Must be a whole number of minutes."),
+}
+_NAMES = ("teacher_name", "student_name")
+# What null or a left-out optional field means.
+_DEFAULTS = {"teacher_email": "", "student_email": "", "time_zone": "UTC", "duration_minutes": 60}
 
 
-def _clean_email(value: Any) -> tuple[str, str | None]:
-    if value is None:
-        return "", None
-    if not isinstance(value, str):
-        return "", "Must be a string."
-    value = value.strip()
-    if not value:
-        return "", None
-    if len(value) > EMAIL_MAX_LENGTH:
-        return "", f"At most {EMAIL_MAX_LENGTH} characters."
-    try:
-        validate_email(value)
-    except ValidationError:
-        return "", "Enter a valid email address."
-    return value, None
-
-
-def _clean_meet_time(value: Any) -> tuple[datetime | None, str | None]:
-    example = "for example 2026-11-21T15:00:00Z or 2026-11-21T16:00:00+01:00"
-    if not isinstance(value, str):
-        return None, f"Must be an ISO 8601 string ({example})."
-    if len(value) > MEET_TIME_MAX_LENGTH:
-        return None, "Too long for a date and time."
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None, f"Not an ISO 8601 date and time ({example})."
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        return None, f"Give the time with its UTC offset or Z ({example})."
-    try:
-        utc = moment.astimezone(UTC)
-    except OverflowError:
-        return None, "Out of range."
-    if utc.year >= 9999:
-        return None, "Out of range."
-    return moment, None
-
-
-def _clean_time_zone(value: Any) -> tuple[str, str | None]:
-    if value is None:
-        return "UTC", None
-    if not isinstance(value, str):
-        return "", "Must be a string naming an IANA time zone, such as Europe/Berlin."
-    if not value or len(value) > TIME_ZONE_MAX_LENGTH or "\x00" in value:
-        return "", "Unknown time zone; use an IANA name such as Europe/Berlin."
-    return value, None
-
-
-def _clean_duration(value: Any) -> tuple[int, str | None]:
-    if value is None:
-        return 60, None
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0, "Must be a whole number of minutes."
-    return value, None
+def _json_type_problem(name: str, value: Any) -> str | None:
+    expected, message = _JSON_TYPES[name]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        return message
+    if name in _NAMES and not value.strip():
+        # JSON tells a blank value from a missing one ("This field is required."); a page cannot.
+        return "This field may not be blank."
+    return None
 
 
 def parse_meeting_request(data: dict) -> tuple[dict[str, Any], dict[str, list[str]]]:
@@ -225,34 +176,19 @@ def parse_meeting_request(data: dict) -> tuple[dict[str, Any], dict[str, list[st
     errors: dict[str, list[str]] = {}
     for name in sorted(data.keys() - {*REQUIRED_FIELDS, *OPTIONAL_FIELDS}):
         errors[name] = ["Unknown field."]
-    for name in REQUIRED_FIELDS:
-        if name not in data:
+    typed: dict[str, Any] = {}
+    for name in _JSON_TYPES:
+        value = data.get(name)
+        if value is None and name in _DEFAULTS:
+            typed[name] = _DEFAULTS[name]
+        elif name in REQUIRED_FIELDS and name not in data:
             errors[name] = ["This field is required."]
-    cleaners = {
-        "teacher_name": _clean_name,
-        "student_name": _clean_name,
-        "teacher_email": _clean_email,
-        "student_email": _clean_email,
-        "meet_time": _clean_meet_time,
-        "time_zone": _clean_time_zone,
-        "duration_minutes": _clean_duration,
-    }
-    cleaned: dict[str, Any] = {}
-    for name, clean in cleaners.items():
-        if name in errors:
-            continue
-        cleaned[name], problem = clean(data.get(name))
-        if problem:
+        elif problem := _json_type_problem(name, value):
             errors[name] = [problem]
-    # The service's own rules (past times, zone, duration range) for whatever is well-formed so far.
-    fallbacks = {"meet_time": timezone.now(), "time_zone": "UTC", "duration_minutes": 60}
-    rules = meeting_schedule_validate(
-        **{name: fallback if name in errors else cleaned[name] for name, fallback in fallbacks.items()}
-    )
-    for name, problem in rules.items():
-        if name not in errors:
-            errors[name] = [problem]
-    return cleaned, errors
+        else:
+            typed[name] = value
+    cleaned, problems = schedule_clean(typed)
+    return cleaned, errors | problems
 
 
 # --- endpoints ----------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-import unicodedata
+"""The teacher's schedule page: the shared definition of a valid schedule, picked as a local date and time."""
+
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
-from meetings.services import meeting_schedule_validate
+from meetings.schedule import DurationMinutesField, MeetingScheduleForm, TimeZoneField, validate_meet_time
 
 COMMON_TIME_ZONES = [
     "UTC",
@@ -63,32 +65,31 @@ COMMON_TIME_ZONES = [
 DURATION_CHOICES = [(30, "30 minutes"), (45, "45 minutes"), (60, "1 hour"), (90, "1½ hours"), (120, "2 hours")]
 
 
-class ScheduleForm(forms.Form):
-    student_name = forms.CharField(max_length=120, label="Student name")
-    student_email = forms.EmailField(required=False, label="Student email (optional)")
+class ScheduleForm(MeetingScheduleForm):
+    """``MeetingScheduleForm`` as a teacher fills it in: their own name comes from their account, the
+    time from a local date and time in the chosen zone; the zone and the duration are picked from lists."""
+
+    teacher_name = None
+    teacher_email = None
+    meet_time = None  # composed in clean()
     date = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
     time = forms.TimeField(label="Time", widget=forms.TimeInput(attrs={"type": "time"}))
-    time_zone = forms.ChoiceField(label="Time zone", choices=[(tz, tz.replace("_", " ")) for tz in COMMON_TIME_ZONES])
-    duration_minutes = forms.TypedChoiceField(label="Duration", choices=DURATION_CHOICES, coerce=int, initial=60)
+    time_zone = TimeZoneField(
+        label="Time zone", widget=forms.Select(choices=[(tz, tz.replace("_", " ")) for tz in COMMON_TIME_ZONES])
+    )
+    duration_minutes = DurationMinutesField(label="Duration", widget=forms.Select(choices=DURATION_CHOICES), initial=60)
 
-    def clean_student_name(self):
-        name = self.cleaned_data["student_name"]
-        # The same rule as the API: names end up in calendar files, DynamoDB and page titles.
-        if any(unicodedata.category(ch) == "Cc" for ch in name):
-            raise forms.ValidationError("Names cannot contain control characters.")
-        return name
+    field_order = ["student_name", "student_email", "date", "time", "time_zone", "duration_minutes"]
 
     def clean(self):
         cleaned = super().clean()
         date, time, tz = cleaned.get("date"), cleaned.get("time"), cleaned.get("time_zone")
         if date and time and tz:
             meet_time = datetime.combine(date, time, tzinfo=ZoneInfo(tz))
-            duration = cleaned.get("duration_minutes") or 60
-            errors = meeting_schedule_validate(meet_time=meet_time, time_zone=tz, duration_minutes=duration)
-            if "meet_time" in errors:
-                self.add_error("time", errors.pop("meet_time"))
-            for field, message in errors.items():
-                self.add_error(field if field in self.fields else None, message)
+            try:
+                validate_meet_time(meet_time)
+            except ValidationError as problem:
+                self.add_error("time", problem)
             cleaned["meet_time"] = meet_time
         return cleaned
 

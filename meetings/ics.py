@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from django.utils import timezone
 
 from meetings.models import Meeting, MeetingStatus, Role
+from meetings.progress import join_opens_phrase
 
 
 def _escape(text: str) -> str:
@@ -35,7 +36,7 @@ def meeting_ics(*, meeting: Meeting, role: str, join_link: str, room_link: str) 
     other = meeting.student_name if role == Role.TEACHER else meeting.teacher_name
     description = (
         f"Open your desktop: {join_link}\n"
-        "The link opens one hour before the session and shows the desktop's progress until it is ready.\n"
+        f"The link opens {join_opens_phrase()} before the session and shows the desktop's progress until it is ready.\n"
         f"Video room: {room_link}"
     )
     lines = [

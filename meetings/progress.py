@@ -1,5 +1,8 @@
 """The waiting room's progress steps: how a participant sees the lifecycle of section 3."""
 
+from django.conf import settings
+from django.utils.functional import lazy
+
 from meetings.models import MeetingStatus, TerminationReason
 
 STEPS = [
@@ -43,9 +46,28 @@ def progress_steps(status: str, *, link_ready: bool = True) -> list[dict]:
     return steps
 
 
-# What the teacher's meeting page says about each status.
+def join_opens_phrase(minutes: int | None = None) -> str:
+    """How long before the session the links open, in words: "one hour", "30 minutes", "2 hours".
+
+    ``minutes`` defaults to the join window, ELEPHANT_JOIN_EARLY_MINUTES.
+    """
+    if minutes is None:
+        minutes = settings.ELEPHANT_JOIN_EARLY_MINUTES
+    if minutes == 60:
+        return "one hour"
+    if minutes % 60 == 0:
+        return f"{minutes // 60} hours"
+    return "one minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _scheduled_hint() -> str:
+    return f"Both desktops start a few minutes before the session; the links open {join_opens_phrase()} before it."
+
+
+# What the teacher's meeting page says about each status. Lazy where the text follows a setting,
+# so it is read when shown, not when this module is imported.
 TEACHER_HINTS = {
-    MeetingStatus.SCHEDULED: "Both desktops start a few minutes before the session; the links open one hour before it.",
+    MeetingStatus.SCHEDULED: lazy(_scheduled_hint, str)(),
     MeetingStatus.LAUNCHING: "The desktops are being launched.",
     MeetingStatus.LAUNCHED: "The desktops are booting.",
     MeetingStatus.DNS_WRITTEN: "The desktops are up; checking their health.",

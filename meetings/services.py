@@ -8,10 +8,9 @@ returns False and repeats no side effect.
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -23,6 +22,7 @@ from meetings.models import (
     MeetingStatus,
     TerminationReason,
 )
+from meetings.schedule import schedule_clean
 from meetings.signals import meeting_changed
 
 logger = logging.getLogger(__name__)
@@ -46,25 +46,6 @@ def _announce(*, meeting_id: str, from_status: str, to_status: str, reason: str)
     )
 
 
-def meeting_schedule_validate(
-    *, meet_time: datetime, time_zone: str, duration_minutes: int, now: datetime | None = None
-) -> dict[str, str]:
-    """Field errors for a proposed schedule (empty when it is fine)."""
-    now = now or timezone.now()
-    errors: dict[str, str] = {}
-    if timezone.is_naive(meet_time):
-        errors["meet_time"] = "Give the time with its UTC offset (for example 2026-11-21T15:00:00Z)."
-    elif meet_time < now - timedelta(minutes=settings.ELEPHANT_PAST_TOLERANCE_MINUTES):
-        errors["meet_time"] = f"That time is more than {settings.ELEPHANT_PAST_TOLERANCE_MINUTES} minutes in the past."
-    try:
-        ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        errors["time_zone"] = f"Unknown time zone {time_zone!r}; use an IANA name such as Europe/Berlin."
-    if not 1 <= duration_minutes <= settings.ELEPHANT_MAX_DURATION_MINUTES:
-        errors["duration_minutes"] = f"Duration must be between 1 and {settings.ELEPHANT_MAX_DURATION_MINUTES} minutes."
-    return errors
-
-
 def meeting_schedule(
     *,
     teacher_name: str,
@@ -78,7 +59,18 @@ def meeting_schedule(
     student_email: str = "",
     actor: str = "system",
 ) -> Meeting:
-    errors = meeting_schedule_validate(meet_time=meet_time, time_zone=time_zone, duration_minutes=duration_minutes)
+    """Schedule a meeting; ``ValidationError`` with field errors if it is not a valid schedule (meetings.schedule)."""
+    _, errors = schedule_clean(
+        {
+            "teacher_name": teacher_name,
+            "teacher_email": teacher_email,
+            "student_name": student_name,
+            "student_email": student_email,
+            "meet_time": meet_time,
+            "time_zone": time_zone,
+            "duration_minutes": duration_minutes,
+        }
+    )
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

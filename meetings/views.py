@@ -17,7 +17,7 @@ from meetings.ice import ice_servers_for
 from meetings.ics import meeting_ics
 from meetings.links import meeting_links, participant_link, room_link
 from meetings.models import MEETING_ID_REGEX, READY_STATUSES, Meeting, MeetingStatus, Role
-from meetings.progress import TEACHER_HINTS, progress_steps, reason_label
+from meetings.progress import TEACHER_HINTS, join_opens_phrase, progress_steps, reason_label
 from meetings.selectors import meeting_get_for_join, meetings_for_teacher
 from meetings.services import meeting_cancel, meeting_schedule, meeting_start_on_join
 from meetings.tokens import participant_token_role, participant_token_valid
@@ -218,7 +218,7 @@ def _room_closed_message(meeting: Meeting, by_token: bool, now) -> str:
     if meeting.is_terminal:
         return WAITING_MESSAGES[meeting.status]
     if by_token and now < meeting.join_opens_at:
-        return "The video room opens one hour before the session. Come back then with the same link."
+        return f"The video room opens {join_opens_phrase()} before the session. Come back then with the same link."
     if by_token and now > meeting.hard_stop_at:
         return "This session has ended; the link has expired."
     return ""

@@ -1,5 +1,7 @@
 """The staff console: list, filters, search, event log, read-only fields, actions."""
 
+from datetime import timedelta
+
 import pytest
 
 from meetings.models import MeetingStatus
@@ -105,3 +107,75 @@ def test_usage_plan_list_counts_keys_in_constant_queries(staff_client, django_as
     with django_assert_max_num_queries(len(few)):
         page = staff_client.get("/admin/meetings/usageplan/").content.decode()
     assert "plan-" in page
+
+
+# --- the change form judges edits by the one definition of a valid schedule (meetings.schedule) ------
+def change_form(meeting, **overrides):
+    data = {
+        "teacher": "",
+        "teacher_name": meeting.teacher_name,
+        "teacher_email": "",
+        "student_name": meeting.student_name,
+        "student_email": "",
+        "meet_time_0": meeting.meet_time.strftime("%Y-%m-%d"),
+        "meet_time_1": meeting.meet_time.strftime("%H:%M:%S"),
+        "time_zone": meeting.time_zone,
+        "duration_minutes": str(meeting.duration_minutes),
+        "events-TOTAL_FORMS": "0",
+        "events-INITIAL_FORMS": "0",
+    }
+    return data | overrides
+
+
+@pytest.mark.django_db
+class TestMeetingChangeForm:
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("time_zone", "Not/AZone", "Unknown time zone 'Not/AZone'; use an IANA name such as Europe/Berlin."),
+            ("duration_minutes", "481", "Duration must be between 1 and 480 minutes."),
+            ("student_name", "Stu\x07dent", "Control characters are not allowed."),
+        ],
+    )
+    def test_an_invalid_schedule_is_refused_with_a_field_error(self, staff_client, field, value, message):
+        meeting = make_meeting()
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/", change_form(meeting, **{field: value})
+        )
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors == {field: [message]}
+        stored = type(meeting).objects.get(pk=meeting.pk)
+        assert (stored.version, getattr(stored, field)) == (1, getattr(meeting, field))
+        assert not stored.events.exists()
+
+    def test_the_longest_duration_follows_the_setting(self, staff_client, settings):
+        settings.ELEPHANT_MAX_DURATION_MINUTES = 90
+        meeting = make_meeting()
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/", change_form(meeting, duration_minutes="91")
+        )
+        assert response.context["adminform"].form.errors == {
+            "duration_minutes": ["Duration must be between 1 and 90 minutes."]
+        }
+
+    def test_a_new_time_in_the_past_is_refused(self, staff_client):
+        from django.utils import timezone
+
+        meeting = make_meeting()
+        past = timezone.now() - timedelta(hours=2)
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/",
+            change_form(meeting, meet_time_0=past.strftime("%Y-%m-%d"), meet_time_1=past.strftime("%H:%M:%S")),
+        )
+        assert list(response.context["adminform"].form.errors) == ["meet_time"]
+
+    def test_an_untouched_time_that_has_passed_does_not_block_other_edits(self, staff_client):
+        from django.utils import timezone
+
+        meeting = make_meeting(meet_time=(timezone.now() - timedelta(hours=2)).replace(microsecond=0))
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/", change_form(meeting, student_name="New Name")
+        )
+        assert response.status_code == 302, response.context["adminform"].form.errors
+        meeting.refresh_from_db()
+        assert meeting.student_name == "New Name"

@@ -86,3 +86,14 @@ def test_line_breaks_in_a_name_never_start_a_property():
     assert "\r" not in body.replace("\r\n", "")
     assert "\nATTENDEE" not in body
     assert "SUMMARY:Tutoring session with Stu\\nATTENDEE:mailto:eve@example.com\\nX\\nY\r\n" in unfold(body)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("minutes", "words"), [(60, "one hour"), (30, "30 minutes")])
+def test_the_invitation_says_when_the_link_opens(settings, minutes, words):
+    settings.ELEPHANT_JOIN_EARLY_MINUTES = minutes
+    meeting = make_meeting()
+    body = meeting_ics(
+        meeting=meeting, role="student", join_link="https://e.example/j", room_link="https://e.example/r"
+    )
+    assert f"The link opens {words} before the session" in unfold(body)

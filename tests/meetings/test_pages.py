@@ -135,7 +135,8 @@ class TestCancel:
 def test_control_characters_in_the_student_name_are_refused(teacher_client):
     response = teacher_client.post("/meetings/new", schedule_form(student_name="Stu\rDTSTART:1999"))
     assert response.status_code == 200
-    assert "Names cannot contain control characters." in response.content.decode()
+    # The API's words too: one definition of a valid schedule (meetings.schedule).
+    assert "Control characters are not allowed." in response.content.decode()
     assert not Meeting.objects.exists()
 
 
@@ -147,3 +148,33 @@ def test_unknown_pages_get_elephants_not_found_page(client, settings):
     response = client.get("/no/such/page")
     assert response.status_code == 404
     assert "We can't find that page" in response.content.decode()
+
+
+# --- texts follow the join window (ELEPHANT_JOIN_EARLY_MINUTES) ------------------------------------------
+@pytest.mark.parametrize(
+    ("minutes", "words"),
+    [(60, "one hour"), (30, "30 minutes"), (120, "2 hours"), (90, "90 minutes"), (1, "one minute")],
+)
+def test_join_opens_phrase(minutes, words):
+    from meetings.progress import join_opens_phrase
+
+    assert join_opens_phrase(minutes) == words
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("minutes", "words"), [(60, "open one hour before"), (30, "open 30 minutes before")])
+def test_the_meeting_page_says_when_the_links_open(teacher_client, teacher, settings, minutes, words):
+    settings.ELEPHANT_JOIN_EARLY_MINUTES = minutes
+    meeting = make_meeting(teacher=teacher)
+    assert words in teacher_client.get(f"/meetings/{meeting.id}").content.decode()
+    live = teacher_client.get(f"/meetings/{meeting.id}", headers={"Accept": "application/json"}).json()
+    assert words in live["hint"]
+
+
+@pytest.mark.django_db
+def test_the_closed_video_room_says_when_it_opens(client, settings):
+    settings.ELEPHANT_JOIN_EARLY_MINUTES = 30
+    meeting = make_meeting(meet_time=timezone.now() + timedelta(minutes=45))
+    token = participant_token(meeting_id=meeting.id, role="student")
+    html = client.get(f"/room/{meeting.id}?t={token}").content.decode()
+    assert "The video room opens 30 minutes before the session." in html and "room-config" not in html

@@ -1,0 +1,174 @@
+"""The one definition of a valid schedule: the teacher's form, the API, the staff console and the service use it.
+
+``MeetingScheduleForm`` holds a field for each part of a schedule, and each field holds its one rule
+(``validate_name``, ``validate_email_address``, ``validate_meet_time``, ``validate_time_zone``,
+``validate_duration_minutes``), which reports the first problem it finds, in words a teacher or an
+integrator can act on. The callers only present it differently:
+
+- the teacher's page (``meetings.forms.ScheduleForm``) subclasses the form, picks the time as a local
+  date and time and judges the composed moment with ``validate_meet_time``;
+- the JSON API checks the JSON types of the body (strings, whole numbers, defaults for what is left out)
+  and hands the values to ``schedule_clean``;
+- the staff console's change form and ``meeting_schedule`` hand typed values to ``schedule_clean`` too.
+
+Why a Django form and not a schema library (pydantic, marshmallow): the teacher's page and the staff
+console are Django forms already, so a form is the only definition all three callers can use without
+an adapter; it gives per-field errors in the ``{"field": ["message"]}`` shape the API answers with;
+and every Django developer can read it. A schema library would add a dependency and a second
+vocabulary for the same rules, and the pages would still need a form wrapped around it.
+"""
+
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from meetings.models import Meeting
+
+NAME_MAX_LENGTH = Meeting._meta.get_field("teacher_name").max_length
+EMAIL_MAX_LENGTH = Meeting._meta.get_field("teacher_email").max_length
+TIME_ZONE_MAX_LENGTH = Meeting._meta.get_field("time_zone").max_length
+MEET_TIME_MAX_LENGTH = 64
+MEET_TIME_EXAMPLE = "for example 2026-11-21T15:00:00Z or 2026-11-21T16:00:00+01:00"
+UNKNOWN_TIME_ZONE = "Unknown time zone; use an IANA name such as Europe/Berlin."
+
+SCHEDULE_FIELDS = (
+    "teacher_name",
+    "teacher_email",
+    "student_name",
+    "student_email",
+    "meet_time",
+    "time_zone",
+    "duration_minutes",
+)
+
+
+# --- the rules, one per field -------------------------------------------------------------------
+def validate_name(value: str) -> None:
+    if len(value) > NAME_MAX_LENGTH:
+        raise ValidationError(f"At most {NAME_MAX_LENGTH} characters.", code="max_length")
+    # Names end up in calendar files, DynamoDB and page titles.
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValidationError("Control characters are not allowed.", code="control_characters")
+
+
+def validate_email_address(value: str) -> None:
+    if len(value) > EMAIL_MAX_LENGTH:
+        raise ValidationError(f"At most {EMAIL_MAX_LENGTH} characters.", code="max_length")
+    validate_email(value)
+
+
+def validate_meet_time(value: datetime) -> None:
+    """An aware moment in range, not more than ELEPHANT_PAST_TOLERANCE_MINUTES in the past."""
+    if timezone.is_naive(value):
+        raise ValidationError(f"Give the time with its UTC offset or Z ({MEET_TIME_EXAMPLE}).", code="naive")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("Out of range.", code="out_of_range") from None
+    if utc.year >= 9999:
+        raise ValidationError("Out of range.", code="out_of_range")
+    tolerance = settings.ELEPHANT_PAST_TOLERANCE_MINUTES
+    if utc < timezone.now() - timedelta(minutes=tolerance):
+        raise ValidationError(f"That time is more than {tolerance} minutes in the past.", code="past")
+
+
+def validate_time_zone(value: str) -> None:
+    if len(value) > TIME_ZONE_MAX_LENGTH or "\x00" in value:
+        raise ValidationError(UNKNOWN_TIME_ZONE, code="unknown_time_zone")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValidationError(
+            f"Unknown time zone {value!r}; use an IANA name such as Europe/Berlin.", code="unknown_time_zone"
+        ) from None
+
+
+def validate_duration_minutes(value: int) -> None:
+    # Read per call, not at import: the maximum is a setting.
+    maximum = settings.ELEPHANT_MAX_DURATION_MINUTES
+    if not 1 <= value <= maximum:
+        raise ValidationError(f"Duration must be between 1 and {maximum} minutes.", code="duration")
+
+
+# --- the fields ---------------------------------------------------------------------------------
+class NameField(forms.CharField):
+    def __init__(self, **kwargs):
+        super().__init__(max_length=NAME_MAX_LENGTH, **kwargs)
+        # The one rule instead of CharField's own length and NUL checks, so a value gets one message.
+        self.validators = [validate_name]
+
+
+class EmailAddressField(forms.EmailField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(max_length=EMAIL_MAX_LENGTH, **kwargs)
+        self.validators = [validate_email_address]
+
+
+class MeetTimeField(forms.Field):
+    """An aware datetime, or an ISO 8601 text with its UTC offset (what the API sends)."""
+
+    widget = forms.DateTimeInput
+    default_validators = [validate_meet_time]
+
+    def to_python(self, value):
+        if not isinstance(value, str):
+            return value  # None (missing) or a datetime already
+        if len(value) > MEET_TIME_MAX_LENGTH:
+            raise ValidationError("Too long for a date and time.", code="too_long")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"Not an ISO 8601 date and time ({MEET_TIME_EXAMPLE}).", code="invalid") from None
+
+
+class TimeZoneField(forms.CharField):
+    """An IANA time zone name, taken as given (no stripping: " UTC" is not a zone)."""
+
+    default_error_messages = {"required": UNKNOWN_TIME_ZONE}
+
+    def __init__(self, **kwargs):
+        super().__init__(strip=False, **kwargs)
+        self.validators = [validate_time_zone]
+
+
+class DurationMinutesField(forms.IntegerField):
+    default_error_messages = {"invalid": "Must be a whole number of minutes."}
+    default_validators = [validate_duration_minutes]
+
+
+# --- the definition -----------------------------------------------------------------------------
+class MeetingScheduleForm(forms.Form):
+    """A valid schedule: who meets, when (an aware moment), in which time zone, for how long."""
+
+    teacher_name = NameField(label="Teacher name")
+    teacher_email = EmailAddressField(label="Teacher email (optional)")
+    student_name = NameField(label="Student name")
+    student_email = EmailAddressField(label="Student email (optional)")
+    meet_time = MeetTimeField(label="Meeting time")
+    time_zone = TimeZoneField(label="Time zone")
+    duration_minutes = DurationMinutesField(label="Duration")
+
+
+def schedule_clean(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Judge the schedule fields given in ``values`` (any subset): their cleaned values and their errors.
+
+    Only the fields given are judged, so the API can leave out what already failed its JSON checks
+    and the staff console can judge only what staff changed.
+    """
+    unknown = set(values) - set(SCHEDULE_FIELDS)
+    if unknown:
+        raise TypeError(f"Not part of a schedule: {', '.join(sorted(unknown))}")
+    form = MeetingScheduleForm(data=values)
+    form.fields = {name: field for name, field in form.fields.items() if name in values}
+    form.is_valid()
+    errors = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+    return form.cleaned_data, errors
