@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(PY) -m elephant.stack
+	$(PY) -m devtools.stack
 
 test: $(VENV)/.installed
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \

@@ -88,10 +88,11 @@ def run(size: int, endpoint: str, flushers: int) -> dict:
     from django.utils import timezone
 
     from fleet.models import Host, HostState
-    from meetings import dynamo
-    from meetings.mirror import mirror_flush, mirror_pull
     from meetings.models import Meeting, MeetingEvent, MeetingStatus, TerminationReason
     from meetings.services import meeting_record_change, meeting_schedule, meeting_transition
+    from mirror import dynamo
+    from mirror.models import MirrorState
+    from mirror.services import mirror_flush, mirror_pull
 
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST", data=b"")).read()
     dynamo.table_bootstrap()
@@ -182,7 +183,7 @@ def run(size: int, endpoint: str, flushers: int) -> dict:
 
     events.unregister("before-call.dynamodb", unique_id="bench")
     assert pulled.session_data == size, pulled
-    assert Meeting.objects.filter(mirrored_version=F("version")).count() == size
+    assert MirrorState.objects.filter(mirrored_version=F("meeting__version")).count() == size
     assert not MeetingEvent.objects.filter(mirrored_at__isnull=True).exists()
     sample = dynamo.item_get(meetings[0].id)
     assert sample["status"] == "TERMINATED" and sample["teacher_session_data"].startswith("s3://"), sample
@@ -231,7 +232,7 @@ def main() -> None:
     from meetings.signals import meeting_changed
 
     # The benchmark drives the flush itself (as the worker would); no Celery messages.
-    meeting_changed.disconnect(dispatch_uid="meetings.mirror.flush_soon")
+    meeting_changed.disconnect(dispatch_uid="mirror.flush_soon")
     settings.MIGRATION_MODULES = {app.split(".")[-1]: None for app in settings.INSTALLED_APPS}  # tables from models
     from django.db import connection
 

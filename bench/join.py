@@ -28,7 +28,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
-from elephant.stack import free_port, wait_for_port  # noqa: E402
+from devtools.stack import free_port, wait_for_port  # noqa: E402
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/elephant_bench_join"
 

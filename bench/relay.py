@@ -232,13 +232,13 @@ async def idle_memory(url: str, pid: int, rooms: list[tuple[str, str, str]]) -> 
 
 # --- processes ------------------------------------------------------------------------------
 def free_port() -> int:
-    from elephant.stack import free_port as stack_free_port
+    from devtools.stack import free_port as stack_free_port
 
     return stack_free_port()
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    from elephant.stack import wait_for_port
+    from devtools.stack import wait_for_port
 
     wait_for_port("127.0.0.1", port, 30, what, proc)
 

@@ -39,8 +39,16 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "meetings",
     "fleet",
+    "mirror",
     "signalling",
 ]
+# Development tools (devtools/: the `make run` launcher, the DCV stand-in, the local set-up
+# commands ensure_demo_users and fleet_local_setup) are installed only in development:
+# ELEPHANT_DEV_TOOLS defaults to DJANGO_DEBUG, so a production start (DJANGO_DEBUG=false) never
+# loads them unless an operator sets ELEPHANT_DEV_TOOLS=true on purpose. `make run` sets it.
+ELEPHANT_DEV_TOOLS = env_bool("ELEPHANT_DEV_TOOLS", DEBUG)
+if ELEPHANT_DEV_TOOLS:
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -5,8 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from meetings.apikeys import api_key_issue, api_key_set_active
-from meetings.mirror import mirror_backlog, mirror_resync
-from meetings.models import ApiKey, Meeting, MeetingEvent, MirrorBacklog, UsagePlan
+from meetings.models import ApiKey, Meeting, MeetingEvent, UsagePlan
 from meetings.schedule import SCHEDULE_FIELDS, schedule_clean
 from meetings.services import meeting_cancel
 
@@ -95,7 +94,7 @@ class MeetingAdmin(admin.ModelAdmin):
     # Apps that build on meetings add their parts with meeting_admin_extend (fleet: hosts and
     # their actions; mirror: its state and resync), so this module imports none of them.
     inlines = [MeetingEventInline]
-    actions = [cancel_meetings, "resync_to_dynamodb"]
+    actions = [cancel_meetings]
     fieldsets = (
         (None, {"fields": ("id", "status", "termination_reason", "last_error")}),
         (
@@ -107,34 +106,13 @@ class MeetingAdmin(admin.ModelAdmin):
             "Timeline",
             {"fields": ("created_at", "launched_at", "healthy_at", "started_at", "ended_at", "updated_at")},
         ),
-        (
-            "Agents and mirror",
-            {
-                "fields": (
-                    "teacher_session_data",
-                    "student_session_data",
-                    "version",
-                    "mirrored_version",
-                    "mirrored_status",
-                    "mirror_attempts",
-                    "mirror_next_attempt_at",
-                    "mirror_last_error",
-                    "mirror_error_at",
-                )
-            },
-        ),
+        # What the mirror last wrote and its retries: the "DynamoDB mirror" part (mirror.admin).
+        ("Agents", {"fields": ("teacher_session_data", "student_session_data", "version")}),
     )
     # Everything shown is read-only except the participants and the schedule (see get_readonly_fields).
     readonly_fields = tuple(
         name for _, options in fieldsets for name in options["fields"] if name not in EDITABLE_FIELDS
     )
-
-    @admin.action(description="Resync selected meetings to DynamoDB")
-    def resync_to_dynamodb(self, request, queryset):
-        queued = mirror_resync(meeting_ids=queryset.values_list("pk", flat=True), actor=staff_actor(request))
-        self.message_user(
-            request, f"Queued {queued} meeting(s) for DynamoDB; see the DynamoDB backlog.", messages.SUCCESS
-        )
 
     @admin.display(description="Local meet time", ordering="meet_time")
     def local_meet_time_display(self, obj: Meeting) -> str:
@@ -173,66 +151,6 @@ def meeting_admin_extend(*, inlines=(), actions=()) -> None:
     """
     MeetingAdmin.inlines = [*MeetingAdmin.inlines[:-1], *inlines, MeetingAdmin.inlines[-1]]
     MeetingAdmin.actions = [*MeetingAdmin.actions, *actions]
-
-
-# --- DynamoDB mirror backlog (README "DynamoDB mirror") -----------------------------------------------------
-@admin.register(MirrorBacklog)
-class MirrorBacklogAdmin(admin.ModelAdmin):
-    """The mirror's outbox: changes not yet in DynamoDB, with the backlog's count, age and last error."""
-
-    list_display = ("meeting", "at", "reason", "to_status", "attempts", "next_attempt", "error")
-    list_select_related = ("meeting",)
-    ordering = ("at", "id")
-    actions = ["retry_now"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(mirrored_at__isnull=True)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # dropping an outbox record would lose a change
-
-    def changelist_view(self, request, extra_context=None):
-        backlog = mirror_backlog()
-        if backlog.changes:
-            age = backlog.oldest_age()
-            summary = (
-                f"Backlog: {backlog.changes} change(s) of {backlog.meetings} meeting(s), "
-                f"oldest {int(age.total_seconds())} s old."
-            )
-        else:
-            summary = "Backlog: empty; DynamoDB is up to date."
-        self.message_user(request, summary, messages.WARNING if backlog.changes else messages.INFO)
-        if backlog.last_error:
-            self.message_user(
-                request,
-                f"Last error ({backlog.last_error_meeting_id}, {backlog.last_error_at:%Y-%m-%d %H:%M:%S} UTC): "
-                f"{backlog.last_error}",
-                messages.ERROR,
-            )
-        return super().changelist_view(request, extra_context)
-
-    @admin.display(description="Attempts")
-    def attempts(self, obj: MirrorBacklog) -> int:
-        return obj.meeting.mirror_attempts
-
-    @admin.display(description="Next attempt")
-    def next_attempt(self, obj: MirrorBacklog):
-        return obj.meeting.mirror_next_attempt_at
-
-    @admin.display(description="Last error")
-    def error(self, obj: MirrorBacklog) -> str:
-        return obj.meeting.mirror_last_error[:200]
-
-    @admin.action(description="Retry the selected meetings now")
-    def retry_now(self, request, queryset):
-        queued = mirror_resync(meeting_ids=queryset.values_list("meeting_id", flat=True), actor=staff_actor(request))
-        self.message_user(request, f"Retrying {queued} meeting(s).", messages.SUCCESS)
 
 
 # --- API keys and usage plans (the integrators' JSON API, README) ---------------------------

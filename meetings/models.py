@@ -145,16 +145,9 @@ class Meeting(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
-    # Increases with every change; the DynamoDB mirror writes are guarded by it.
+    # Increases with every change; the DynamoDB mirror writes are guarded by it (its own
+    # record of what it wrote is mirror.models.MirrorState).
     version = models.PositiveBigIntegerField(default=1)
-    # What the mirror last wrote successfully (see meetings.dynamo).
-    mirrored_version = models.PositiveBigIntegerField(default=0)
-    mirrored_status = models.CharField(max_length=16, blank=True)
-    # Retry state of the mirror's outbox for this meeting (meetings.mirror); also its claim lease.
-    mirror_attempts = models.PositiveIntegerField(default=0)
-    mirror_next_attempt_at = models.DateTimeField(null=True, blank=True)
-    mirror_last_error = models.TextField(blank=True)
-    mirror_error_at = models.DateTimeField(null=True, blank=True)
 
     objects = MeetingQuerySet.as_manager()
 
@@ -212,7 +205,7 @@ class MeetingEvent(models.Model):
     actor = models.CharField(
         max_length=150, blank=True, help_text="system, staff:<user>, teacher:<user>, api:<key>, agent"
     )
-    # The event is also the DynamoDB outbox record: pending while null (meetings.mirror).
+    # The event is also the DynamoDB outbox record: pending while null (mirror.services).
     mirrored_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -225,15 +218,6 @@ class MeetingEvent(models.Model):
         if self.to_status:
             return f"{self.meeting_id}: {self.from_status or '-'} -> {self.to_status}"
         return f"{self.meeting_id}: {self.reason}"
-
-
-class MirrorBacklog(MeetingEvent):
-    """Changes not yet written to DynamoDB: the admin's view of the mirror's outbox."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "DynamoDB backlog entry"
-        verbose_name_plural = "DynamoDB backlog"
 
 
 class UsagePlan(models.Model):

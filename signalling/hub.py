@@ -1,7 +1,7 @@
 """One hub per web process (per event loop): local rooms, presence, and the channel layer.
 
-Peers of a room on the same process are relayed to directly, by writing into each
-consumer's send, with no trip through Redis. Each process reads one channel-layer channel
+Peers of a room on the same process are relayed to directly, through each member's
+``deliver``, with no trip through Redis. Each process reads one channel-layer channel
 of its own (``signalling.<client>!<id>``); a message for members on other processes goes
 to those processes' channels once per process, and consecutive messages for the same
 process leave together in one ``signalling.batch``. Meeting status pushes reach the
@@ -12,8 +12,19 @@ Room membership lives in Redis (``signalling.presence``) and is refreshed every
 ``ttl / 3``; on each refresh the hub reconciles its view of the members on other
 processes, so members of a process that vanished, or joins and leaves lost in a Redis
 outage, still reach the clients within a few seconds. The reading loop and the refresh
-survive Redis errors (they back off and retry); a Redis restart loses nothing the
-refresh does not rebuild.
+survive Redis errors (they back off and retry, ``elephant.backoff.Backoff``); a Redis
+restart loses nothing the refresh does not rebuild.
+
+The interface, both ways, and nothing else crosses it (no attribute of the other side is
+read or written):
+
+- What the hub may do with a socket: ``RoomMember`` below, ``connection_id``,
+  ``deliver(text)`` and ``evicted(room_id)``. ``signalling.consumers.SignallingConsumer`` is
+  the one implementation.
+- What a socket may ask of the hub (``await get_hub()``): ``join``, ``announce_join``,
+  ``participants``, ``leave`` and ``relay`` for rooms; ``subscribe`` and ``unsubscribe``
+  for status push. The hub keeps each member's identity per room itself (handed to
+  ``join``) for the presence refresh.
 """
 
 import asyncio
@@ -22,12 +33,14 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Protocol
 
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from elephant.backoff import Backoff
 from signalling.presence import Presence
 
 logger = logging.getLogger(__name__)
@@ -53,12 +66,18 @@ def frame(**fields) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-async def _send(consumer, message: dict) -> None:
-    """Write to one socket; a socket that is closing must not fail the others (or the caller)."""
-    try:
-        await consumer.base_send(message)
-    except Exception:
-        consumer.send_failed()
+class RoomMember(Protocol):
+    """One socket, as the hub sees it."""
+
+    connection_id: str
+
+    async def deliver(self, text: str) -> None:
+        """Send ``text`` as one text frame. Never raises: a socket whose send fails is
+        closing, and closes itself; whoever was sending carries on."""
+
+    async def evicted(self, room_id: str) -> None:
+        """The hub has removed this member from ``room_id``: the same participant connected
+        again. The member forgets the room and closes (4009); it does not call ``leave``."""
 
 
 @dataclass
@@ -76,10 +95,11 @@ class Hub:
         self.ttl = settings.ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS
         self.capacity = settings.ELEPHANT_ROOM_CAPACITY
         self.channel = ""
-        self.rooms: dict[str, dict[str, object]] = {}  # room -> connection id -> local consumer
+        self.rooms: dict[str, dict[str, RoomMember]] = {}  # room -> connection id -> local member
+        self.identities: dict[tuple[str, str], str] = {}  # (room, connection id) -> identity, local members
         self.remote: dict[str, dict[str, RemoteMember]] = {}  # room -> connection id -> member elsewhere
         self.tombstones: dict[str, float] = {}  # connection ids that left, so a stale read does not revive them
-        self.subscribers: dict[str, set] = {}  # meeting id -> local consumers
+        self.subscribers: dict[str, set[RoomMember]] = {}  # meeting id -> local members
         self.outbox: dict[str, list] = {}
         self.outbox_dropped = 0
         self.flushers: dict[str, asyncio.Task] = {}
@@ -109,15 +129,15 @@ class Hub:
         await asyncio.gather(*others, return_exceptions=True)
 
     # --- rooms ----------------------------------------------------------------------------
-    async def join(self, consumer, room_id: str, identity: str) -> list[str] | None:
-        """Admit ``consumer``; its older connections of the same identity are evicted.
+    async def join(self, member: RoomMember, room_id: str, identity: str) -> list[str] | None:
+        """Admit ``member``; its older connections of the same identity are evicted.
 
         Returns the connection ids already in the room, or None when the room is full.
         Redis errors propagate: the caller answers ``unavailable``.
         """
         result = await self.presence.join(
             room_id=room_id,
-            connection_id=consumer.connection_id,
+            connection_id=member.connection_id,
             identity=identity,
             process=self.channel,
             ttl=self.ttl,
@@ -127,50 +147,57 @@ class Hub:
             return None
         local = self.rooms.setdefault(room_id, {})
         remote = self.remote.setdefault(room_id, {})
-        for member in result.replaced:
-            await self._evict(room_id, member.connection_id, member.process)
-        for member in result.others:
-            if member.connection_id not in local and member.process != self.channel:
-                remote.setdefault(member.connection_id, RemoteMember(member.process))
-        local[consumer.connection_id] = consumer
-        return [cid for cid in [*local, *remote] if cid != consumer.connection_id]
+        for replaced in result.replaced:
+            await self._evict(room_id, replaced.connection_id, replaced.process)
+        for other in result.others:
+            if other.connection_id not in local and other.process != self.channel:
+                remote.setdefault(other.connection_id, RemoteMember(other.process))
+        local[member.connection_id] = member
+        self.identities[room_id, member.connection_id] = identity
+        return self.participants(member, room_id)
 
-    async def announce_join(self, consumer, room_id: str) -> None:
-        text = frame(type="newParticipant", participantConnectionId=consumer.connection_id)
-        await self._to_local(room_id, text, exclude=consumer)
-        self._to_remote(room_id, ("join", room_id, consumer.connection_id, self.channel))
+    def participants(self, member: RoomMember, room_id: str) -> list[str]:
+        """The connection ids in ``room_id`` other than ``member``, this process's first."""
+        others = [*self.rooms.get(room_id, ()), *self.remote.get(room_id, ())]
+        return [cid for cid in others if cid != member.connection_id]
 
-    async def leave(self, consumer, room_id: str) -> None:
+    async def announce_join(self, member: RoomMember, room_id: str) -> None:
+        text = frame(type="newParticipant", participantConnectionId=member.connection_id)
+        await self._to_local(room_id, text, exclude=member)
+        self._to_remote(room_id, ("join", room_id, member.connection_id, self.channel))
+
+    async def leave(self, member: RoomMember, room_id: str) -> None:
         local = self.rooms.get(room_id)
-        if not local or local.get(consumer.connection_id) is not consumer:
+        if not local or local.get(member.connection_id) is not member:
             return  # evicted already: whoever replaced it has told the room
-        del local[consumer.connection_id]
+        self._drop_local(room_id, member.connection_id)
         try:
-            removed = await self.presence.leave(room_id=room_id, connection_id=consumer.connection_id)
+            removed = await self.presence.leave(room_id=room_id, connection_id=member.connection_id)
         except Exception:
-            logger.warning("presence: could not record %s leaving %s", consumer.connection_id, room_id, exc_info=True)
+            logger.warning("presence: could not record %s leaving %s", member.connection_id, room_id, exc_info=True)
             self.resync = True
             removed = True
         if removed:
-            await self._announce_left(room_id, consumer.connection_id)
+            await self._announce_left(room_id, member.connection_id)
         self._forget_room_if_empty(room_id)
 
-    async def relay(self, room_id: str, sender, text: str) -> None:
-        message = {"type": "websocket.send", "text": text}
-        for consumer in tuple(self.rooms[room_id].values()):
-            if consumer is not sender:
-                try:
-                    await consumer.base_send(message)
-                except Exception:
-                    consumer.send_failed()
+    async def relay(self, member: RoomMember, room_id: str, text: str) -> None:
+        """Send ``text`` to every other member of ``room_id``, here and on other processes."""
+        for peer in tuple(self.rooms.get(room_id, {}).values()):
+            if peer is not member:
+                await peer.deliver(text)
         if self.remote.get(room_id):
-            self._to_remote(room_id, ("msg", room_id, sender.connection_id, text))
+            self._to_remote(room_id, ("msg", room_id, member.connection_id, text))
+
+    def _drop_local(self, room_id: str, connection_id: str) -> RoomMember | None:
+        self.identities.pop((room_id, connection_id), None)
+        return self.rooms.get(room_id, {}).pop(connection_id, None)
 
     async def _evict(self, room_id: str, connection_id: str, process: str) -> None:
-        consumer = self.rooms.get(room_id, {}).pop(connection_id, None)
+        member = self._drop_local(room_id, connection_id)
         self.remote.get(room_id, {}).pop(connection_id, None)
-        if consumer is not None:
-            await consumer.evicted(room_id)
+        if member is not None:
+            await member.evicted(room_id)
         elif process and process != self.channel:
             self.post(process, ("evict", room_id, connection_id))
         await self._announce_left(room_id, connection_id)
@@ -185,38 +212,38 @@ class Hub:
             self.rooms.pop(room_id, None)
             self.remote.pop(room_id, None)
 
-    async def _to_local(self, room_id: str, text: str, exclude=None) -> None:
-        message = {"type": "websocket.send", "text": text}
-        for consumer in tuple(self.rooms.get(room_id, {}).values()):
-            if consumer is not exclude:
-                await _send(consumer, message)
+    async def _to_local(self, room_id: str, text: str, exclude: RoomMember | None = None) -> None:
+        for member in tuple(self.rooms.get(room_id, {}).values()):
+            if member is not exclude:
+                await member.deliver(text)
 
     def _to_remote(self, room_id: str, item: tuple) -> None:
         for process in {member.process for member in self.remote.get(room_id, {}).values()}:
             self.post(process, item)
 
     # --- status push ----------------------------------------------------------------------
-    async def subscribe(self, consumer, meeting_id: str) -> None:
+    async def subscribe(self, member: RoomMember, meeting_id: str) -> None:
+        """Deliver ``meeting_id``'s status pushes to ``member``. Redis errors propagate."""
         subscribers = self.subscribers.setdefault(meeting_id, set())
         first = not subscribers
-        subscribers.add(consumer)
+        subscribers.add(member)
         if first:
             try:
                 await self.layer.group_add(status_group(meeting_id), self.channel)
             except Exception:
                 # Only this socket is told to retry; any that subscribed meanwhile keep their
                 # place, and the next refresh joins the group for them.
-                subscribers.discard(consumer)
+                subscribers.discard(member)
                 if not subscribers:
                     self.subscribers.pop(meeting_id, None)
                 self.resync = True
                 raise
 
-    async def unsubscribe(self, consumer, meeting_id: str) -> None:
+    async def unsubscribe(self, member: RoomMember, meeting_id: str) -> None:
         subscribers = self.subscribers.get(meeting_id)
         if subscribers is None:
             return
-        subscribers.discard(consumer)
+        subscribers.discard(member)
         if not subscribers:
             del self.subscribers[meeting_id]
             try:
@@ -261,7 +288,7 @@ class Hub:
     async def _send_batch(self, process: str, items: list) -> bool:
         """Send, retrying while Redis is unreachable; False when it stayed so past the deadline."""
         deadline = time.monotonic() + OUTBOX_RETRY_SECONDS
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=1.0)
         while True:
             try:
                 await self.layer.send(process, {"type": "signalling.batch", "items": items})
@@ -274,20 +301,21 @@ class Hub:
                 if time.monotonic() > deadline:
                     logger.debug("last send error for %s", process, exc_info=True)
                     return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(backoff.next())
 
     async def _receive_loop(self) -> None:
-        delay = 0.05
+        # No jitter, here or in _send_batch: a handful of web processes reconnecting to one
+        # Redis is no thundering herd, and steady delays are easier to read in a log.
+        backoff = Backoff(base=0.05, cap=2.0)
         while not self.stopping:
             try:
                 message = await self.layer.receive(self.channel)
-                delay = 0.05
+                backoff.reset()
             except Exception:
+                delay = backoff.next()
                 logger.warning("channel layer receive failed; retrying in %.2fs", delay, exc_info=True)
                 self.resync = True
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
             try:
                 if message["type"] == "signalling.batch":
@@ -313,10 +341,10 @@ class Hub:
                 if self.remote.get(room_id, {}).pop(connection_id, None):
                     await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
             elif kind == "evict":
-                consumer = self.rooms.get(room_id, {}).pop(connection_id, None)
-                if consumer is not None:
+                member = self._drop_local(room_id, connection_id)
+                if member is not None:
                     self.tombstones[connection_id] = time.monotonic()
-                    await consumer.evicted(room_id)
+                    await member.evicted(room_id)
                     await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
                     try:  # in case a refresh put it back before this arrived
                         await self.presence.leave(room_id=room_id, connection_id=connection_id)
@@ -326,8 +354,8 @@ class Hub:
 
     async def _push_status(self, message: dict) -> None:
         text = frame(**{key: value for key, value in message.items() if key != "type"}, type="status")
-        for consumer in tuple(self.subscribers.get(message["meetingId"], ())):
-            await _send(consumer, {"type": "websocket.send", "text": text})
+        for member in tuple(self.subscribers.get(message["meetingId"], ())):
+            await member.deliver(text)
 
     # --- presence refresh -----------------------------------------------------------------
     async def _refresh_loop(self) -> None:
@@ -341,7 +369,7 @@ class Hub:
 
     async def refresh(self) -> None:
         rooms = {
-            room_id: [(cid, f"{consumer.rooms[room_id]}|{self.channel}") for cid, consumer in local.items()]
+            room_id: [(cid, f"{self.identities[room_id, cid]}|{self.channel}") for cid in local]
             for room_id, local in self.rooms.items()
             if local
         }

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from elephant.stack import free_port, redis_server_argv, wait_for_port
+from devtools.stack import free_port, redis_server_argv, wait_for_port
 
 
 def require_tool(problem: str, present: bool) -> None:

@@ -1,7 +1,7 @@
 """Real-browser tests: headless Debian Chromium, driven by Playwright, against the real stack.
 
 One stack for all of them (package-scoped: it stops, and so does Playwright's event loop in the
-main thread, before the asyncio tests that follow run), started through ``elephant.stack.Stack`` as `make run` starts
+main thread, before the asyncio tests that follow run), started through ``devtools.stack.Stack`` as `make run` starts
 it (daphne, Celery worker and beat, moto server, DCV stand-in), on free ports, with a private
 Redis server and a SQLite file of its own, short sweeps and a short simulated boot. Meetings are
 made through the stack's own database with ``manage.py shell``. Screenshots go to
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from elephant.stack import BASE_DIR, Stack, free_port
+from devtools.stack import BASE_DIR, Stack, free_port
 from tests.support import RedisServer, require_tool
 
 CHROMIUM = "/usr/bin/chromium"

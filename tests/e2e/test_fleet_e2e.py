@@ -1,7 +1,7 @@
 """End to end: the real processes of `make run` take a meeting from the API to its termination.
 
 daphne, a Celery worker, Celery beat, the moto server and the DCV stand-in are started through
-``elephant.stack.Stack`` (what `make run` runs) on free ports, with a private Redis server and
+``devtools.stack.Stack`` (what `make run` runs) on free ports, with a private Redis server and
 a file SQLite database of their own, short sweeps and a short simulated boot.
 """
 
@@ -16,7 +16,7 @@ import boto3
 import pytest
 import requests
 
-from elephant.stack import BASE_DIR, Stack, free_port
+from devtools.stack import BASE_DIR, Stack, free_port
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import redis
 import websockets
 from websockets.frames import Close, Frame, Opcode
 
-from elephant.stack import BASE_DIR, free_port, wait_for_port
+from devtools.stack import BASE_DIR, free_port, wait_for_port
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
-from elephant.stack import BASE_DIR, free_port, wait_for_port
+from devtools.stack import BASE_DIR, free_port, wait_for_port
 from meetings.tokens import participant_token
 from tests.factories import make_meeting
 

@@ -18,8 +18,8 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from devtools.standin import serve
 from fleet import aws
-from fleet.standin import serve
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-west-2"

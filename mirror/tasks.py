@@ -1,16 +1,16 @@
-"""Celery entry points of the meetings app: thin, they call a service and return."""
+"""Celery entry points of the DynamoDB mirror: thin, they call a service and return."""
 
 import logging
 
 from celery import shared_task
 from django.core.cache import cache
 
-from meetings.mirror import FLUSH_QUEUED_KEY, mirror_flush, mirror_flush_soon, mirror_pull
+from mirror.services import FLUSH_QUEUED_KEY, FLUSH_TASK, mirror_flush, mirror_flush_soon, mirror_pull
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name=FLUSH_TASK, ignore_result=True)
 def mirror_flush_task() -> dict:
     """Write pending meeting changes to DynamoDB (queued on commit of a change; swept by beat)."""
     try:

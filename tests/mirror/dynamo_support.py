@@ -92,7 +92,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def ddb(settings, db):
     """An empty local DynamoDB with the table bootstrapped; settings point every client at it."""
-    from meetings.dynamo import table_bootstrap
+    from mirror.dynamo import table_bootstrap
 
     server = moto_server()
     server.start()
@@ -111,7 +111,7 @@ def ddb_calls(ddb):
     """Counts of DynamoDB API calls by operation name, from a botocore hook on the real client."""
     from collections import Counter
 
-    from meetings.dynamo import ddb_client
+    from mirror.dynamo import ddb_client
 
     calls: Counter = Counter()
 
@@ -122,3 +122,44 @@ def ddb_calls(ddb):
     events.register("before-call.dynamodb", count, unique_id="test-ddb-calls")
     yield calls
     events.unregister("before-call.dynamodb", unique_id="test-ddb-calls")
+
+
+# --- what the agents and the tests do ---------------------------------------------------------
+TABLE = "elephant-meetings"
+
+
+def mirrored(meeting):
+    """``meeting`` written to DynamoDB once (resync + flush), refreshed."""
+    from mirror.services import mirror_flush, mirror_resync
+
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    assert mirror_flush().written == 1
+    meeting.refresh_from_db()
+    return meeting
+
+
+def agent_writes(meeting_id: str, **attributes) -> None:
+    """What an agent on a host does: SET its attributes (and maybe status) on the item."""
+    from mirror.dynamo import ddb_client
+
+    names = {f"#n{i}": name for i, name in enumerate(attributes)}
+    values = {f":v{i}": {"S": value} for i, value in enumerate(attributes.values())}
+    ddb_client().update_item(
+        TableName=TABLE,
+        Key={"id": {"S": meeting_id}},
+        UpdateExpression="SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(attributes))),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+    )
+
+
+def agent_writes_raw(meeting_id: str, name: str, value: dict) -> None:
+    from mirror.dynamo import ddb_client
+
+    ddb_client().update_item(
+        TableName=TABLE,
+        Key={"id": {"S": meeting_id}},
+        UpdateExpression="SET #n = :v",
+        ExpressionAttributeNames={"#n": name},
+        ExpressionAttributeValues={":v": value},
+    )

@@ -114,9 +114,6 @@ class Stack:
             stdout=subprocess.DEVNULL if self.quiet else None,
         )
 
-    def _command_exists(self, app: str, name: str) -> bool:
-        return (BASE_DIR / app / "management" / "commands" / f"{name}.py").exists()
-
     # --- the pieces ---------------------------------------------------------------------------
     def start_redis(self) -> None:
         if self.env.get("REDIS_URL"):
@@ -152,16 +149,15 @@ class Stack:
         self.env.setdefault("ELEPHANT_DCV_URL_TEMPLATE", f"http://127.0.0.1:{self.standin_port}/{{instance_id}}/")
         self.env.setdefault("ELEPHANT_SIM_BOOT_SECONDS", "10")
         self.env.setdefault("ELEPHANT_SWEEP_SECONDS", "5")
-        if (BASE_DIR / "fleet" / "standin.py").exists():
-            proc = self._spawn(
-                "standin", [PYTHON, "-m", "fleet.standin", "--port", str(self.standin_port), "--app-url", self.url]
-            )
-            wait_for_port("127.0.0.1", self.standin_port, 30, "DCV stand-in", proc)
+        proc = self._spawn(
+            "standin", [PYTHON, "-m", "devtools.standin", "--port", str(self.standin_port), "--app-url", self.url]
+        )
+        wait_for_port("127.0.0.1", self.standin_port, 30, "DCV stand-in", proc)
 
     def prepare(self) -> None:
         self.manage("migrate", "--noinput", "--verbosity", "0")
         self.manage("ensure_demo_users")
-        if self.local_aws and self._command_exists("fleet", "fleet_local_setup"):
+        if self.local_aws:
             # It registers a stand-in AMI (and DNS zone) in moto and prints NAME=value lines.
             made = subprocess.run(
                 [PYTHON, "manage.py", "fleet_local_setup"],
@@ -175,8 +171,7 @@ class Stack:
                 name, _, value = line.partition("=")
                 if name.startswith("ELEPHANT_") and value:
                     self.env.setdefault(name, value)
-        if self._command_exists("meetings", "ddb_bootstrap"):
-            self.manage("ddb_bootstrap")
+        self.manage("ddb_bootstrap")
 
     def start_services(self) -> None:
         web = self._spawn(
@@ -202,6 +197,8 @@ class Stack:
 
     def start(self) -> Stack:
         self.env.setdefault("ELEPHANT_PUBLIC_URL", self.url)
+        # The set-up commands below live in the "devtools" app: install it whatever DJANGO_DEBUG says.
+        self.env.setdefault("ELEPHANT_DEV_TOOLS", "true")
         self.start_redis()
         self.start_local_aws()
         self.prepare()
@@ -251,6 +248,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("\n  Stopping Elephant…", flush=True)
     finally:
+        # A second Ctrl-C (or a wrapper such as `timeout` passing the signal on) must not cut the
+        # shutdown short and leave children running; stop() ends in SIGKILL within seconds.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 

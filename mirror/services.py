@@ -4,31 +4,41 @@ Outbox: every change of a meeting already inserts a MeetingEvent in its transact
 (``meetings.services``); that row *is* the outbox record, pending while ``mirrored_at`` is null
 (partial index). A flush claims meetings with pending events, writes each meeting's current state
 once (however many events it has: coalescing), then marks exactly the events it read. A failure
-leaves them pending with a backoff on the meeting (``mirror_attempts``, ``mirror_next_attempt_at``,
-``mirror_last_error``); nothing is dropped. See README "DynamoDB mirror".
+leaves them pending with a backoff in the meeting's ``MirrorState`` (``attempts``,
+``next_attempt_at``, ``last_error``); nothing is dropped. See docs/mirror.md.
+
+The mirror builds on meetings and fleet and writes neither's rows but through their services:
+session data through ``meeting_record_change``, an agent's HEALTHY through
+``fleet.services.host_agent_healthy``; current hosts come from ``fleet.selectors``.
+
+Every sweep is a constant number of queries and DynamoDB calls whatever the number of meetings
+(claim, read events, meetings and hosts; BatchGetItem per 100); what grows with the meetings is
+the one UpdateItem per written meeting and its short success record.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Min, Q, Value, When
 from django.db.models.functions import Greatest
-from django.dispatch import receiver
 from django.utils import timezone
 
-from meetings import dynamo
-from meetings.models import Meeting, MeetingEvent, MeetingStatus
+from elephant.backoff import backoff_delay
+from fleet.selectors import hosts_current_many
+from fleet.services import host_agent_healthy
+from meetings.models import EventReason, Meeting, MeetingEvent, MeetingStatus
 from meetings.services import meeting_record_change
-from meetings.signals import meeting_changed
+from mirror import dynamo
+from mirror.models import MirrorState, state_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +47,8 @@ CLAIM_LEASE = timedelta(minutes=2)
 # Rounds of "condition failed -> ingest what the agent wrote -> write again" before backing off.
 CONFLICT_ROUNDS = 3
 FLUSH_QUEUED_KEY = "ddb-mirror:flush-queued"
-RESYNC_REASON = "DDB_RESYNC"
-AGENT_SESSION_DATA_REASON = "AGENT_SESSION_DATA"
+# Queued by name: mirror.tasks imports this module, so this module does not import it back.
+FLUSH_TASK = "mirror.tasks.mirror_flush_task"
 
 
 class MirrorError(Exception):
@@ -86,8 +96,8 @@ class Backlog:
 # --- trigger -----------------------------------------------------------------------------------
 
 
-@receiver(meeting_changed, dispatch_uid="meetings.mirror.flush_soon")
-def _flush_soon(sender, **kwargs) -> None:
+def flush_soon_on_change(sender, **kwargs) -> None:
+    """Receiver of ``meetings.signals.meeting_changed`` (connected in ``MirrorConfig.ready``)."""
     mirror_flush_soon()
 
 
@@ -97,9 +107,7 @@ def mirror_flush_soon() -> None:
     try:
         if not cache.add(FLUSH_QUEUED_KEY, 1, timeout=max(10, int(delay * 10))):
             return
-        from meetings.tasks import mirror_flush_task
-
-        mirror_flush_task.apply_async(countdown=delay)
+        current_app.send_task(FLUSH_TASK, countdown=delay)
     except Exception:  # a committed change must not fail on its side effect; the beat sweep covers it
         logger.warning("could not queue a DynamoDB flush; the beat sweep will pick the change up", exc_info=True)
 
@@ -107,43 +115,57 @@ def mirror_flush_soon() -> None:
 # --- flush -------------------------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Q:
-    return Q(mirror_next_attempt_at__isnull=True) | Q(mirror_next_attempt_at__lte=now)
+def _due(now: datetime, prefix: str = "") -> Q:
+    """Not leased by a flush nor backing off (a meeting without MirrorState has neither)."""
+    return Q(**{f"{prefix}next_attempt_at__isnull": True}) | Q(**{f"{prefix}next_attempt_at__lte": now})
+
+
+def _states_create(meeting_ids: list[str]) -> None:
+    """Create the MirrorState rows of meetings flushed for the first time: one INSERT ... ON
+    CONFLICT DO NOTHING (a concurrent flush may create the same), outside the claim's transaction."""
+    rows = [MirrorState(meeting_id=pk) for pk in meeting_ids]
+    try:
+        with transaction.atomic():
+            MirrorState.objects.bulk_create(rows, ignore_conflicts=True)
+    except IntegrityError:  # a meeting deleted since it was picked: leave it out
+        existing = set(Meeting.objects.filter(pk__in=meeting_ids).values_list("pk", flat=True))
+        MirrorState.objects.bulk_create([row for row in rows if row.meeting_id in existing], ignore_conflicts=True)
 
 
 def _claim(*, limit: int, now: datetime, meeting_ids: Iterable[str] | None = None) -> list[str]:
     pending = MeetingEvent.objects.filter(mirrored_at__isnull=True)
     if meeting_ids is not None:
         pending = pending.filter(meeting_id__in=list(meeting_ids))
-    due = Q(meeting__mirror_next_attempt_at__isnull=True) | Q(meeting__mirror_next_attempt_at__lte=now)
-    candidates = list(
+    due = _due(now, prefix="meeting__mirror_state__")
+    picked = list(
         pending.filter(due)
-        .values("meeting_id")
+        .values("meeting_id", "meeting__mirror_state")
         .annotate(first=Min("id"))
         .order_by("first")
-        .values_list("meeting_id", flat=True)[:limit]
+        .values_list("meeting_id", "meeting__mirror_state")[:limit]
     )
-    if not candidates:
+    if not picked:
         return []
+    candidates = [meeting_id for meeting_id, _ in picked]
+    # The lease lives in MirrorState: give first-timers their row, then lock and lease the rows
+    # no other flush holds (skip_locked), in one short transaction.
+    new = [meeting_id for meeting_id, state in picked if state is None]
+    if new:
+        _states_create(new)
     with transaction.atomic():
         claimed = set(
-            Meeting.objects.filter(pk__in=candidates)
+            MirrorState.objects.filter(pk__in=candidates)
             .filter(_due(now))
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
-        Meeting.objects.filter(pk__in=claimed).update(mirror_next_attempt_at=now + CLAIM_LEASE)
+        MirrorState.objects.filter(pk__in=claimed).update(next_attempt_at=now + CLAIM_LEASE)
     return [meeting_id for meeting_id in candidates if meeting_id in claimed]
 
 
 def _current_hosts(meeting_ids: Iterable[str]) -> dict[str, dict]:
-    """Role -> current host (newest generation) per meeting, in one query."""
-    from fleet.models import Host
-
-    hosts: dict[str, dict] = defaultdict(dict)
-    for host in Host.objects.filter(meeting_id__in=list(meeting_ids)).order_by("meeting_id", "role", "-generation"):
-        hosts[host.meeting_id].setdefault(host.role, host)
-    return hosts
+    """Role -> current host (newest generation) per meeting, in one query; {} for a meeting without."""
+    return defaultdict(dict, hosts_current_many(meeting_ids=meeting_ids))
 
 
 def _pending_event_ids(meeting_ids: Iterable[str]) -> dict[str, list[int]]:
@@ -155,24 +177,27 @@ def _pending_event_ids(meeting_ids: Iterable[str]) -> dict[str, list[int]]:
 
 
 def backoff_seconds(attempts: int) -> float:
-    """Exponential backoff with jitter, capped (ELEPHANT_DDB_RETRY_BASE/MAX_SECONDS)."""
-    ceiling = min(
-        settings.ELEPHANT_DDB_RETRY_MAX_SECONDS, settings.ELEPHANT_DDB_RETRY_BASE_SECONDS * 2 ** (attempts - 1)
+    """The wait after the ``attempts``-th failure in a row: half to all of
+    min(ELEPHANT_DDB_RETRY_MAX_SECONDS, ELEPHANT_DDB_RETRY_BASE_SECONDS * 2**(attempts - 1))."""
+    return backoff_delay(
+        attempts - 1,
+        base=settings.ELEPHANT_DDB_RETRY_BASE_SECONDS,
+        cap=settings.ELEPHANT_DDB_RETRY_MAX_SECONDS,
+        jitter=0.5,
     )
-    return ceiling * random.uniform(0.5, 1.0)
 
 
 def _record_failure(*, meeting_id: str, error: str) -> None:
     now = timezone.now()
-    meeting = Meeting.objects.filter(pk=meeting_id).only("mirror_attempts").first()
-    if meeting is None:
+    attempts = MirrorState.objects.filter(pk=meeting_id).values_list("attempts", flat=True).first()
+    if attempts is None:  # the meeting was deleted
         return
-    attempts = meeting.mirror_attempts + 1
-    Meeting.objects.filter(pk=meeting_id).update(
-        mirror_attempts=attempts,
-        mirror_next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
-        mirror_last_error=error[:2000],
-        mirror_error_at=now,
+    attempts += 1
+    MirrorState.objects.filter(pk=meeting_id).update(
+        attempts=attempts,
+        next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+        last_error=error[:2000],
+        error_at=now,
     )
 
 
@@ -182,19 +207,19 @@ def _record_success(*, meeting: Meeting, event_ids: list[int]) -> None:
     newer_recorded = Q(mirrored_version__gt=meeting.version)
     with transaction.atomic():
         MeetingEvent.objects.filter(pk__in=event_ids, mirrored_at__isnull=True).update(mirrored_at=now)
-        Meeting.objects.filter(pk=meeting.pk).update(
+        MirrorState.objects.filter(pk=meeting.pk).update(
             mirrored_version=Greatest("mirrored_version", Value(meeting.version)),
             mirrored_status=Case(When(newer_recorded, then="mirrored_status"), default=Value(meeting.status)),
-            mirror_attempts=0,
-            mirror_next_attempt_at=None,
-            mirror_last_error="",
-            mirror_error_at=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error="",
+            error_at=None,
         )
 
 
 def _write_meeting(*, meeting_id: str, meeting: Meeting, hosts: dict, event_ids: list[int], result: FlushResult):
     """Write one meeting; on a failed condition ingest what the agent wrote, then write again."""
-    expected = dynamo.status_value(meeting.mirrored_status)
+    expected = dynamo.status_value(state_of(meeting).mirrored_status)
     for _ in range(CONFLICT_ROUNDS):
         item = dynamo.meeting_item(meeting=meeting, hosts=hosts)
         try:
@@ -238,13 +263,13 @@ def mirror_flush(*, limit: int | None = None, meeting_ids: Iterable[str] | None 
     # Events before state: a change committed between the two reads is written but stays pending
     # (written again next pass); read the other way round it would be marked without being written.
     events = _pending_event_ids(claimed)
-    meetings = Meeting.objects.in_bulk(claimed)
+    meetings = Meeting.objects.select_related("mirror_state").in_bulk(claimed)
     hosts = _current_hosts(claimed)
     # Deleted, or another flush wrote them between our pick and our claim: release them at once,
     # so their next change does not wait out the lease.
     idle = [meeting_id for meeting_id in claimed if meeting_id not in meetings or not events.get(meeting_id)]
     if idle:
-        Meeting.objects.filter(pk__in=idle).update(mirror_next_attempt_at=None)
+        MirrorState.objects.filter(pk__in=idle).update(next_attempt_at=None)
     for index, meeting_id in enumerate(claimed):
         meeting = meetings.get(meeting_id)
         if meeting is None or not events.get(meeting_id):
@@ -263,7 +288,7 @@ def mirror_flush(*, limit: int | None = None, meeting_ids: Iterable[str] | None 
             result.failed += 1
             result.unavailable = True
             _record_failure(meeting_id=meeting_id, error=str(exc))
-            Meeting.objects.filter(pk__in=claimed[index + 1 :]).update(mirror_next_attempt_at=None)
+            MirrorState.objects.filter(pk__in=claimed[index + 1 :]).update(next_attempt_at=None)
             break
         except Exception as exc:
             logger.exception("DynamoDB write of meeting %s failed", meeting_id)
@@ -283,22 +308,18 @@ def mirror_flush(*, limit: int | None = None, meeting_ids: Iterable[str] | None 
 
 
 def mirror_apply_agent_report(*, meeting: Meeting, report: dynamo.AgentReport, hosts: dict | None = None) -> dict:
-    """Apply what the agents wrote: HEALTHY marks the host it names; session data is stored.
+    """Apply what the agents wrote: HEALTHY is reported to the fleet; session data is stored.
 
-    Returns {"healthy": bool, "session_data": bool}: what changed. The meeting's status is left
-    to the fleet's health check, which combines the agent's word with its own probes.
+    ``hosts`` (role -> current host), when given, spares the fleet a write for a host already
+    known healthy or not current. Returns {"healthy": bool, "session_data": bool}: what changed.
+    The meeting's status is left to the fleet's health check, which combines the agent's word
+    with its own probes.
     """
-    from fleet.models import Host
-
     changed = {"healthy": False, "session_data": False}
     if report.status == MeetingStatus.HEALTHY and report.instance_id:
         host = next((h for h in (hosts or {}).values() if h.instance_id == report.instance_id), None)
         if hosts is None or (host is not None and host.agent_healthy_at is None):
-            changed["healthy"] = bool(
-                Host.objects.filter(
-                    meeting_id=meeting.pk, instance_id=report.instance_id, agent_healthy_at__isnull=True
-                ).update(agent_healthy_at=timezone.now())
-            )
+            changed["healthy"] = host_agent_healthy(meeting_id=meeting.pk, instance_id=report.instance_id)
     fields = {
         f"{role}_session_data": value
         for role, value in report.session_data.items()
@@ -307,7 +328,7 @@ def mirror_apply_agent_report(*, meeting: Meeting, report: dynamo.AgentReport, h
     if fields:
         meeting_record_change(
             meeting=meeting,
-            reason=AGENT_SESSION_DATA_REASON,
+            reason=EventReason.AGENT_SESSION_DATA,
             detail=", ".join(f"{name}={value}" for name, value in fields.items()),
             actor="agent",
             fields=fields,
@@ -318,23 +339,20 @@ def mirror_apply_agent_report(*, meeting: Meeting, report: dynamo.AgentReport, h
 
 def mirror_pull() -> PullResult:
     """Read the agents' attributes of every active meeting (BatchGetItem) and apply them."""
-    from fleet.models import Host
-
     result = PullResult()
-    meetings = {meeting.pk: meeting for meeting in Meeting.objects.active()}
+    meetings = {meeting.pk: meeting for meeting in Meeting.objects.active().select_related("mirror_state")}
     result.meetings = len(meetings)
     if not meetings:
         return result
     items = dynamo.items_get(meetings)
     result.items = len(items)
-    hosts: dict[str, dict[int, Host]] = defaultdict(dict)
-    for host in Host.objects.filter(meeting_id__in=list(meetings)).exclude(instance_id=""):
-        hosts[host.meeting_id][host.pk] = host
+    hosts = _current_hosts(meetings)
     lost = []
     for meeting_id, meeting in meetings.items():
+        mirrored_version = state_of(meeting).mirrored_version
         item = items.get(meeting_id)
         if item is None:
-            if meeting.mirrored_version:
+            if mirrored_version:
                 lost.append(meeting_id)  # the table lost it (recreated?): write it again
             continue
         try:
@@ -343,7 +361,7 @@ def mirror_pull() -> PullResult:
             logger.warning("%s; skipped", exc)
             result.skipped.append(meeting_id)
             continue
-        if report.version is not None and report.version < meeting.mirrored_version:
+        if report.version is not None and report.version < mirrored_version:
             lost.append(meeting_id)
         changed = mirror_apply_agent_report(meeting=meeting, report=report, hosts=hosts[meeting_id])
         result.healthy_marked += changed["healthy"]
@@ -364,12 +382,13 @@ def mirror_resync(*, meeting_ids: Iterable[str] | None = None, actor: str) -> in
     """
     meetings = Meeting.objects.all() if meeting_ids is None else Meeting.objects.filter(pk__in=list(meeting_ids))
     ids = list(meetings.values_list("pk", flat=True))
+    states = MirrorState.objects.all() if meeting_ids is None else MirrorState.objects.filter(pk__in=ids)
     with transaction.atomic():
         MeetingEvent.objects.bulk_create(
-            [MeetingEvent(meeting_id=meeting_id, reason=RESYNC_REASON, actor=actor) for meeting_id in ids],
+            [MeetingEvent(meeting_id=meeting_id, reason=EventReason.DDB_RESYNC, actor=actor) for meeting_id in ids],
             batch_size=1000,
         )
-        meetings.update(mirror_next_attempt_at=None, mirror_attempts=0)
+        states.update(next_attempt_at=None, attempts=0)
         transaction.on_commit(mirror_flush_soon)
     return len(ids)
 
@@ -380,16 +399,16 @@ def mirror_backlog() -> Backlog:
         changes=Count("id"), meetings=Count("meeting_id", distinct=True), oldest=Min("at")
     )
     error = (
-        Meeting.objects.filter(mirror_error_at__isnull=False)
-        .order_by("-mirror_error_at")
-        .values("pk", "mirror_last_error", "mirror_error_at")
+        MirrorState.objects.filter(error_at__isnull=False)
+        .order_by("-error_at")
+        .values("pk", "last_error", "error_at")
         .first()
     ) or {}
     return Backlog(
         changes=totals["changes"],
         meetings=totals["meetings"],
         oldest_at=totals["oldest"],
-        last_error=error.get("mirror_last_error", ""),
-        last_error_at=error.get("mirror_error_at"),
+        last_error=error.get("last_error", ""),
+        last_error_at=error.get("error_at"),
         last_error_meeting_id=error.get("pk"),
     )

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from meetings.dynamo import table_bootstrap
+from mirror.dynamo import table_bootstrap
 
 
 class Command(BaseCommand):

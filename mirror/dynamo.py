@@ -4,13 +4,17 @@ Attribute names and formats are a contract with the agents baked into the host i
 owns every attribute but ``teacher_session_data``, ``student_session_data`` and ``instance_id``,
 which only the agents write; ``status`` is shared (agents may write ``HEALTHY``). App writes are
 UpdateItem ``SET``/``REMOVE`` of app-owned attributes, guarded by ``version`` and by the status
-the app itself last wrote (see ``meetings.mirror`` for the outbox around them).
+the app itself last wrote (see ``mirror.services`` for the outbox around them).
+
+Errors: botocore retries throttling and faults as ``elephant.aws`` configures it for every
+client; what outlasts that, and a table that is missing or not ready, is ``DynamoUnavailable``
+(the flush pauses, the outbox keeps everything and retries on its own schedule). Nothing here
+sleeps.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +24,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from elephant.aws import aws_client
+from elephant.aws import AwsTransientError, aws_client, aws_error, error_code, is_transient
 from meetings.models import Meeting, MeetingStatus, Role
 
 logger = logging.getLogger(__name__)
@@ -45,24 +49,18 @@ AGENT_ATTRIBUTES = ("teacher_session_data", "student_session_data", "instance_id
 PULL_ATTRIBUTES = ("id", "status", "version", *AGENT_ATTRIBUTES)
 BATCH_GET_LIMIT = 100
 
-# ClientError codes that mean "DynamoDB cannot take writes now", not "this item is wrong".
-_UNAVAILABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ResourceNotFoundException",  # the table is missing: bootstrap, then the outbox catches up
-        "ResourceInUseException",
-    }
-)
+# Besides what elephant.aws counts as transient, the mirror's own "retry later": a table that is
+# missing (bootstrap it, then the outbox catches up) or still being created or changed.
+TABLE_NOT_READY_CODES = frozenset({"ResourceNotFoundException", "ResourceInUseException"})
+# BatchGetItem may answer part of a request (UnprocessedKeys) when throttled: ask again at once
+# this many times (botocore has already backed off on throttling errors), then give up.
+BATCH_GET_ROUNDS = 3
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-class DynamoUnavailable(Exception):
+class DynamoUnavailable(AwsTransientError):
     """DynamoDB is unreachable, throttling or the table is missing; retry later, drop nothing."""
 
 
@@ -93,13 +91,15 @@ class AgentReport:
 
 
 def ddb_client():
-    """The DynamoDB client, from the fleet's one client factory (same AWS settings)."""
+    """The DynamoDB client, from the project's one client factory (same AWS settings and retry policy)."""
     return aws_client("dynamodb", timeout=settings.ELEPHANT_DDB_TIMEOUT_SECONDS)
 
 
 def _unavailable(exc: Exception) -> bool:
+    """Retry later: transient for elephant.aws, the table not ready, or any botocore failure
+    (unreachable endpoint, missing credentials): the outbox waits either way, dropping nothing."""
     if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code") in _UNAVAILABLE_CODES
+        return is_transient(exc) or error_code(exc) in TABLE_NOT_READY_CODES
     return isinstance(exc, BotoCoreError)
 
 
@@ -108,7 +108,8 @@ def _call(operation: str, **kwargs):
         return getattr(ddb_client(), operation)(**kwargs)
     except (ClientError, BotoCoreError) as exc:
         if _unavailable(exc):
-            raise DynamoUnavailable(f"{operation}: {exc}") from exc
+            error = aws_error(exc, operation=operation)
+            raise DynamoUnavailable(str(error), code=error.code, operation=operation) from exc
         raise
 
 
@@ -184,7 +185,7 @@ def item_write(*, item: Mapping[str, str | int], expected_status: dict | None) -
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             raise WriteConflict(exc.response.get("Item")) from exc
         raise
 
@@ -195,7 +196,12 @@ def status_value(status: str) -> dict | None:
 
 
 def items_get(meeting_ids: Iterable[str], *, attributes: Iterable[str] = PULL_ATTRIBUTES) -> dict[str, dict]:
-    """Strongly consistent BatchGetItem (100 keys per call); raw items by id, missing ones absent."""
+    """Strongly consistent BatchGetItem (100 keys per call); raw items by id, missing ones absent.
+
+    Keys DynamoDB leaves unprocessed are asked for again at once, up to BATCH_GET_ROUNDS calls
+    per batch; keys still left raise DynamoUnavailable, and the pull runs again on its next beat.
+    No sleep in a worker task: botocore has already backed off on the throttling behind them.
+    """
     ids = list(dict.fromkeys(meeting_ids))
     names = {f"#p{index}": name for index, name in enumerate(attributes)}
     found: dict[str, dict] = {}
@@ -210,16 +216,20 @@ def items_get(meeting_ids: Iterable[str], *, attributes: Iterable[str] = PULL_AT
                 "ConsistentRead": True,
             }
         }
-        for attempt in range(8):
+        for _ in range(BATCH_GET_ROUNDS):
             response = _call("batch_get_item", RequestItems=request)
             for item in response.get("Responses", {}).get(settings.ELEPHANT_DDB_TABLE, []):
                 found[item["id"]["S"]] = item
             request = response.get("UnprocessedKeys") or {}
             if not request:
                 break
-            time.sleep(min(2.0, 0.05 * 2**attempt))
         else:
-            raise DynamoUnavailable(f"BatchGetItem left {len(request[settings.ELEPHANT_DDB_TABLE]['Keys'])} keys")
+            left = len(request[settings.ELEPHANT_DDB_TABLE]["Keys"])
+            raise DynamoUnavailable(
+                f"batch_get_item: {left} key(s) unprocessed after {BATCH_GET_ROUNDS} calls",
+                code="UnprocessedKeys",
+                operation="batch_get_item",
+            )
     return found
 
 
@@ -280,7 +290,7 @@ def table_bootstrap() -> str:
     try:
         description = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
     else:
         stream = description.get("StreamSpecification") or {}

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from meetings.mirror import mirror_backlog, mirror_flush, mirror_resync
 from meetings.models import Meeting
+from mirror.services import mirror_backlog, mirror_flush, mirror_resync
 
 
 class Command(BaseCommand):

@@ -10,7 +10,8 @@ against a real account.
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet import aws
+from elephant.aws import aws_call
+from fleet.aws import ec2_client, route53_client
 
 LOCAL_AMI_NAME = "elephant-dcv-local"
 
@@ -30,13 +31,13 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}={value}")
 
     def _ami(self) -> str:
-        ec2 = aws.ec2_client()
-        images = aws.aws_call(
-            ec2.describe_images, Owners=["self"], Filters=[{"Name": "name", "Values": [LOCAL_AMI_NAME]}]
-        )["Images"]
+        ec2 = ec2_client()
+        images = aws_call(ec2.describe_images, Owners=["self"], Filters=[{"Name": "name", "Values": [LOCAL_AMI_NAME]}])[
+            "Images"
+        ]
         if images:
             return images[0]["ImageId"]
-        return aws.aws_call(
+        return aws_call(
             ec2.register_image,
             Name=LOCAL_AMI_NAME,
             Description="Stand-in for the DCV host image (local endpoint only)",
@@ -46,11 +47,11 @@ class Command(BaseCommand):
         )["ImageId"]
 
     def _zone(self) -> str:
-        route53 = aws.route53_client()
+        route53 = route53_client()
         domain = settings.ELEPHANT_DNS_DOMAIN.rstrip(".") + "."
-        zones = aws.aws_call(route53.list_hosted_zones_by_name, DNSName=domain)["HostedZones"]
+        zones = aws_call(route53.list_hosted_zones_by_name, DNSName=domain)["HostedZones"]
         for zone in zones:
             if zone["Name"] == domain:
                 return zone["Id"].split("/")[-1]
-        created = aws.aws_call(route53.create_hosted_zone, Name=domain, CallerReference=f"elephant-{domain}")
+        created = aws_call(route53.create_hosted_zone, Name=domain, CallerReference=f"elephant-{domain}")
         return created["HostedZone"]["Id"].split("/")[-1]

@@ -2,59 +2,22 @@
 
 # ruff: noqa: F811  (the fixtures imported from dynamo_support are used as arguments)
 
-import importlib
 import logging
 from datetime import timedelta
 
-import pytest
-import redis
 import time_machine
-from django.apps import apps
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
-from meetings import dynamo
-from meetings.mirror import FLUSH_QUEUED_KEY, mirror_backlog, mirror_flush, mirror_pull, mirror_resync
 from meetings.models import Meeting, MeetingEvent, MeetingStatus
 from meetings.services import meeting_record_change, meeting_start_on_join, meeting_transition
 from meetings.tokens import participant_token
+from mirror import dynamo, services
+from mirror.models import MirrorState
+from mirror.services import mirror_backlog, mirror_flush, mirror_pull, mirror_resync
 from tests.factories import make_host, make_meeting, make_ready_meeting
-from tests.meetings.dynamo_support import ddb, ddb_calls  # noqa: F401
-
-TABLE = "elephant-meetings"
-
-
-def mirrored(meeting: Meeting) -> Meeting:
-    mirror_resync(meeting_ids=[meeting.id], actor="test")
-    assert mirror_flush().written == 1
-    meeting.refresh_from_db()
-    return meeting
-
-
-def agent_writes(meeting_id: str, **attributes) -> None:
-    """What an agent on a host does: SET its attributes (and maybe status) on the item."""
-    names = {f"#n{i}": name for i, name in enumerate(attributes)}
-    values = {f":v{i}": {"S": value} for i, value in enumerate(attributes.values())}
-    dynamo.ddb_client().update_item(
-        TableName=TABLE,
-        Key={"id": {"S": meeting_id}},
-        UpdateExpression="SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(attributes))),
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues=values,
-    )
-
-
-def agent_writes_raw(meeting_id: str, name: str, value: dict) -> None:
-    dynamo.ddb_client().update_item(
-        TableName=TABLE,
-        Key={"id": {"S": meeting_id}},
-        UpdateExpression="SET #n = :v",
-        ExpressionAttributeNames={"#n": name},
-        ExpressionAttributeValues={":v": value},
-    )
-
+from tests.mirror.dynamo_support import TABLE, agent_writes, agent_writes_raw, ddb, ddb_calls, mirrored  # noqa: F401
 
 # --- outbox and flush ----------------------------------------------------------------------------
 
@@ -89,8 +52,8 @@ def test_ten_changes_coalesce_into_one_write(ddb, ddb_calls):
     assert (result.written, result.events) == (1, 10)
     item = dynamo.item_get(meeting.id)
     assert (item["status"], item["teacher_name"], item["version"]) == ("LAUNCHING", "Tina 8", 11)
-    meeting.refresh_from_db()
-    assert (meeting.mirrored_version, meeting.mirrored_status) == (11, "LAUNCHING")
+    state = MirrorState.objects.get(pk=meeting.pk)
+    assert (state.mirrored_version, state.mirrored_status) == (11, "LAUNCHING")
     assert mirror_flush().claimed == 0 and ddb_calls["UpdateItem"] == 1
 
 
@@ -186,7 +149,7 @@ def test_odd_items_are_logged_and_skipped(ddb, caplog):
     agent_writes_raw(odd_data.id, "teacher_session_data", {"N": "42"})
     agent_writes(good.id, teacher_session_data="s3://rec/good.mp4")
 
-    with caplog.at_level(logging.WARNING, logger="meetings.mirror"):
+    with caplog.at_level(logging.WARNING, logger="mirror.services"):
         result = mirror_pull()
 
     assert sorted(result.skipped) == sorted([odd_status.id, odd_data.id])
@@ -239,107 +202,18 @@ def test_outage_joins_keep_working_and_the_mirror_catches_up(ddb, client):
     assert dynamo.item_get(other.id)["student_name"] == "Sue"
 
 
-def test_changes_queue_one_flush_task_at_a_time(ddb, django_capture_on_commit_callbacks):
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("celery")
-    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            for number in range(5):
-                meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"teacher_name": f"T{number}"})
-        assert broker.llen("celery") == 1
-        assert b"meetings.tasks.mirror_flush_task" in broker.lindex("celery", 0)
-    finally:
-        broker.delete("celery")
-        from django.core.cache import cache
-
-        cache.delete(FLUSH_QUEUED_KEY)
-
-
-def test_flush_task_runs_the_flush(ddb):
-    from meetings.tasks import mirror_flush_task, mirror_pull_task
-
-    meeting = make_ready_meeting()
-    mirror_resync(meeting_ids=[meeting.id], actor="test")
-    assert mirror_flush_task.apply().get() == {"written": 1, "events": 1, "failed": 0}
-    assert mirror_pull_task.apply().get()["meetings"] == 1
-
-
-# --- commands, beat ------------------------------------------------------------------------------
-
-
-def test_resync_command_by_id_and_all(ddb, capsys):
-    first, second = make_ready_meeting(), make_meeting(status=MeetingStatus.SCHEDULED)
-    call_command("ddb_resync", first.id)
-    assert dynamo.item_get(first.id)["status"] == "HEALTHY"
-    assert dynamo.item_get(second.id) is None
-
-    ddb.reset()  # the table lost everything
-    call_command("ddb_bootstrap")
-    call_command("ddb_resync", "--all")
-    assert dynamo.item_get(first.id)["status"] == "HEALTHY"
-    assert dynamo.item_get(second.id)["status"] == "SCHEDULED"
-    assert "written 2, failed 0; backlog now 0 change(s)" in capsys.readouterr().out
-
-    with pytest.raises(CommandError, match="Unknown meeting id"):
-        call_command("ddb_resync", "zzzzzzzzzzzzzzzz")
-    with pytest.raises(CommandError, match="Give meeting ids or --all"):
-        call_command("ddb_resync")
-
-
-def test_beat_entries_expire_within_their_interval(db):
-    migration = importlib.import_module("meetings.migrations.0003_mirror_beat_entries")
-    migration.Migration.operations[0].code(apps, None)
-    tasks = {task.task: task for task in PeriodicTask.objects.filter(task__startswith="meetings.tasks.mirror_")}
-    assert set(tasks) == {"meetings.tasks.mirror_flush_task", "meetings.tasks.mirror_pull_task"}
-    for task in tasks.values():
-        assert task.enabled and 0 < task.expire_seconds <= task.interval.every and task.interval.period == "seconds"
-
-
-# --- admin ---------------------------------------------------------------------------------------
-
-
-def test_admin_shows_the_backlog_and_resyncs(ddb, client):
-    from tests.factories import make_staff
-
-    client.force_login(make_staff())
-    meeting = make_ready_meeting()
-    response = client.post(
-        "/admin/meetings/meeting/", {"action": "resync_to_dynamodb", "_selected_action": [meeting.id]}, follow=True
-    )
-    assert "Queued 1 meeting(s) for DynamoDB" in response.content.decode()
-    Meeting.objects.filter(pk=meeting.pk).update(
-        mirror_last_error="DynamoUnavailable: throttled", mirror_error_at=timezone.now(), mirror_attempts=3
-    )
-
-    page = client.get("/admin/meetings/mirrorbacklog/").content.decode()
-
-    assert "Backlog: 1 change(s) of 1 meeting(s), oldest" in page
-    assert f"Last error ({meeting.id}," in page and "DynamoUnavailable: throttled" in page
-    assert "DDB_RESYNC" in page
-
-    event = MeetingEvent.objects.get(meeting=meeting, mirrored_at__isnull=True)
-    client.post("/admin/meetings/mirrorbacklog/", {"action": "retry_now", "_selected_action": [event.pk]})
-    meeting.refresh_from_db()
-    assert meeting.mirror_attempts == 0 and meeting.mirror_next_attempt_at is None
-    mirror_flush()
-    assert "Backlog: empty" in client.get("/admin/meetings/mirrorbacklog/").content.decode()
-
-
 # --- races around one flush ----------------------------------------------------------------------
 
 
 def test_a_change_committed_while_a_conflict_is_handled_is_not_marked_written(ddb, monkeypatch):
     """After a failed condition the flush re-reads the meeting; an event read after that state
     would be marked mirrored although its change is not in the write."""
-    from meetings import mirror
-
     meeting = make_meeting(status=MeetingStatus.DNS_WRITTEN)
     teacher = make_host(meeting, "teacher", state="DNS_WRITTEN")
     meeting = mirrored(meeting)
     agent_writes(meeting.id, status="HEALTHY", instance_id=teacher.instance_id)  # the next write conflicts
     meeting_record_change(meeting=meeting, reason="STAFF_EDIT", fields={"student_name": "First"})
-    current_hosts = mirror._current_hosts
+    current_hosts = services._current_hosts
     reads = []
 
     def current_hosts_while_another_change_commits(meeting_ids):
@@ -349,7 +223,7 @@ def test_a_change_committed_while_a_conflict_is_handled_is_not_marked_written(dd
             meeting_record_change(meeting=late, reason="LATE_EDIT", fields={"student_name": "Second"})
         return current_hosts(meeting_ids)
 
-    monkeypatch.setattr(mirror, "_current_hosts", current_hosts_while_another_change_commits)
+    monkeypatch.setattr(services, "_current_hosts", current_hosts_while_another_change_commits)
     assert mirror_flush().conflicts == 1
     monkeypatch.undo()
 
@@ -364,18 +238,16 @@ def test_a_change_committed_while_a_conflict_is_handled_is_not_marked_written(dd
 def test_a_claimed_meeting_another_flush_finished_is_released(ddb, monkeypatch):
     """Between picking candidates and claiming them, a concurrent flush may write a meeting and
     mark its events; the claim must not then hold the meeting's next change for the lease."""
-    from meetings import mirror
-
     meeting = make_meeting(status=MeetingStatus.SCHEDULED)
     mirror_resync(meeting_ids=[meeting.id], actor="test")
-    claim = mirror._claim
+    claim = services._claim
 
     def claim_then_another_flush_finishes(**kwargs):
         claimed = claim(**kwargs)
         MeetingEvent.objects.filter(meeting_id__in=claimed).update(mirrored_at=timezone.now())
         return claimed
 
-    monkeypatch.setattr(mirror, "_claim", claim_then_another_flush_finishes)
+    monkeypatch.setattr(services, "_claim", claim_then_another_flush_finishes)
     assert mirror_flush().written == 0
     monkeypatch.undo()
 
@@ -414,18 +286,17 @@ def test_a_flush_overtaken_by_a_newer_flush_is_not_an_error(ddb, monkeypatch):
 
     assert result.failed == 0
     meeting.refresh_from_db()
-    assert (meeting.mirror_last_error, meeting.mirror_attempts, meeting.mirror_next_attempt_at) == ("", 0, None)
-    assert (meeting.mirrored_version, dynamo.item_get(meeting.id)["version"]) == (meeting.version, meeting.version)
+    state = MirrorState.objects.get(pk=meeting.pk)
+    assert (state.last_error, state.attempts, state.next_attempt_at) == ("", 0, None)
+    assert (state.mirrored_version, dynamo.item_get(meeting.id)["version"]) == (meeting.version, meeting.version)
     assert dynamo.item_get(meeting.id)["student_name"] == "Second"
     assert mirror_backlog().changes == 0
 
 
 def test_a_late_success_record_does_not_roll_back_what_was_mirrored(ddb, monkeypatch):
-    from meetings import mirror
-
     meeting = mirrored(make_meeting(status=MeetingStatus.SCHEDULED))
     meeting_transition(meeting=meeting, to_status=MeetingStatus.LAUNCHING, allowed_from={MeetingStatus.SCHEDULED})
-    record_success = mirror._record_success
+    record_success = services._record_success
     late = []
 
     def record_after_a_newer_flush(**kwargs):
@@ -439,10 +310,84 @@ def test_a_late_success_record_does_not_roll_back_what_was_mirrored(ddb, monkeyp
             _second_flush_meanwhile(meeting, "Second")
         return record_success(**kwargs)
 
-    monkeypatch.setattr(mirror, "_record_success", record_after_a_newer_flush)
+    monkeypatch.setattr(services, "_record_success", record_after_a_newer_flush)
     mirror_flush()
     monkeypatch.undo()
 
     meeting.refresh_from_db()
-    assert (meeting.mirrored_version, meeting.mirrored_status) == (meeting.version, MeetingStatus.LAUNCHED)
+    state = MirrorState.objects.get(pk=meeting.pk)
+    assert (state.mirrored_version, state.mirrored_status) == (meeting.version, MeetingStatus.LAUNCHED)
     assert dynamo.item_get(meeting.id)["status"] == "LAUNCHED"
+
+
+# --- the mirror's own state, its cost and its retry schedule -------------------------------------
+
+
+def _flush_and_pull_queries(count: int) -> tuple[int, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    meetings = [make_ready_meeting() for _ in range(count)]
+    mirror_resync(meeting_ids=[meeting.id for meeting in meetings], actor="test")
+    with CaptureQueriesContext(connection) as flush:
+        assert mirror_flush().written == count
+    with CaptureQueriesContext(connection) as pull:
+        assert mirror_pull().meetings >= count
+    return len(flush), len(pull)
+
+
+def test_sweeps_cost_the_same_queries_whatever_the_number_of_meetings(ddb):
+    """The claim and the reads are one query each; only each written meeting's success record
+    (one short transaction) grows with the meetings. The pull is two queries, always."""
+    flush_one, pull_one = _flush_and_pull_queries(1)
+    MeetingEvent.objects.all().delete()
+    flush_five, pull_five = _flush_and_pull_queries(5)
+    per_meeting = (flush_five - flush_one) / 4
+    assert per_meeting <= 4  # savepoint, events UPDATE, state UPDATE, release: as before the move
+    # Picking, claim (savepoint, lock, lease, release), events, meetings with state, hosts; plus,
+    # for meetings never flushed, their state rows (savepoint, one INSERT, release).
+    assert flush_one - per_meeting <= 8 + 3
+    assert pull_one == pull_five == 2  # active meetings with their state, current hosts
+
+    mirror_resync(meeting_ids=MirrorState.objects.values_list("pk", flat=True), actor="test")
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as again:
+        assert mirror_flush().written == 6
+    assert len(again) == 8 + 6 * per_meeting  # state rows exist: as many queries as before the move
+
+
+def test_state_rows_come_with_the_first_flush_and_go_with_the_meeting(ddb):
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    assert not MirrorState.objects.filter(pk=meeting.pk).exists()  # scheduling writes none
+
+    mirror_flush()
+
+    state = MirrorState.objects.get(pk=meeting.pk)
+    assert (state.mirrored_version, state.mirrored_status, state.next_attempt_at) == (1, "SCHEDULED", None)
+    meeting.delete()
+    assert not MirrorState.objects.exists()
+
+
+def test_retry_schedule_doubles_with_half_to_full_jitter(settings):
+    settings.ELEPHANT_DDB_RETRY_BASE_SECONDS = 5
+    settings.ELEPHANT_DDB_RETRY_MAX_SECONDS = 300
+    for attempts, ceiling in ((1, 5), (2, 10), (3, 20), (7, 300), (30, 300)):
+        delays = [services.backoff_seconds(attempts) for _ in range(200)]
+        assert all(ceiling * 0.5 <= delay <= ceiling for delay in delays), attempts
+
+
+def test_a_missing_table_pauses_the_flush_and_keeps_the_change(ddb):
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    dynamo.ddb_client().delete_table(TableName=TABLE)
+
+    result = mirror_flush()
+
+    assert result.unavailable and (result.written, result.failed) == (0, 1)
+    state = MirrorState.objects.get(pk=meeting.pk)
+    assert state.attempts == 1 and state.next_attempt_at > timezone.now()
+    assert "ResourceNotFoundException" in state.last_error
+    assert mirror_backlog().changes == 1

@@ -10,12 +10,12 @@ import time_machine
 from django.core.management import call_command
 
 from fleet.models import HostState
-from meetings import dynamo
-from meetings.mirror import mirror_flush, mirror_resync
 from meetings.models import MeetingStatus
 from meetings.services import meeting_record_change
+from mirror import dynamo
+from mirror.services import mirror_flush, mirror_resync
 from tests.factories import make_host, make_meeting
-from tests.meetings.dynamo_support import ddb, ddb_calls  # noqa: F401
+from tests.mirror.dynamo_support import ddb, ddb_calls  # noqa: F401
 
 MEET_TIME = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 CREATED = datetime(2026, 11, 21, 14, 0, 7, 123456, tzinfo=UTC)
@@ -205,3 +205,54 @@ def test_the_pull_reads_consistently(ddb):
     finally:
         events.unregister("before-parameter-build.dynamodb.BatchGetItem", unique_id="test-consistent")
     assert [request["RequestItems"]["elephant-meetings"]["ConsistentRead"] for request in requests] == [True]
+
+
+def test_unprocessed_keys_are_asked_again_at_once_then_left_to_the_next_pull(ddb, monkeypatch):
+    """No sleep in a worker task: a bounded number of immediate calls, then DynamoUnavailable."""
+    import time
+
+    calls = []
+
+    def batch_get_item_never_done(operation, **kwargs):
+        calls.append(kwargs["RequestItems"])
+        return {"Responses": {}, "UnprocessedKeys": kwargs["RequestItems"]}
+
+    monkeypatch.setattr(dynamo, "_call", batch_get_item_never_done)
+    monkeypatch.setattr(time, "sleep", lambda seconds: pytest.fail("slept in items_get"))
+    with pytest.raises(dynamo.DynamoUnavailable, match="1 key\\(s\\) unprocessed"):
+        dynamo.items_get(["abcdefgh12345678"])
+    assert len(calls) == dynamo.BATCH_GET_ROUNDS
+
+
+def test_unprocessed_keys_answered_on_the_second_call(ddb, monkeypatch):
+    call = dynamo._call
+    answers = []
+
+    def first_call_leaves_the_keys(operation, **kwargs):
+        if not answers:
+            answers.append(True)
+            return {"Responses": {}, "UnprocessedKeys": kwargs["RequestItems"]}
+        return call(operation, **kwargs)
+
+    meeting = make_meeting(status=MeetingStatus.SCHEDULED)
+    mirror_resync(meeting_ids=[meeting.id], actor="test")
+    mirror_flush()
+    monkeypatch.setattr(dynamo, "_call", first_call_leaves_the_keys)
+    assert list(dynamo.items_get([meeting.id])) == [meeting.id]
+
+
+@pytest.mark.parametrize(
+    "code, unavailable",
+    [
+        ("ThrottlingException", True),
+        ("ProvisionedThroughputExceededException", True),
+        ("InternalServerError", True),
+        ("ResourceNotFoundException", True),  # the mirror's own: bootstrap, then catch up
+        ("ValidationException", False),
+    ],
+)
+def test_errors_classified_by_the_one_policy(code, unavailable):
+    from botocore.exceptions import ClientError
+
+    error = ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Op")
+    assert dynamo._unavailable(error) is unavailable

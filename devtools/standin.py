@@ -1,4 +1,4 @@
-"""The local DCV stand-in (ARCHITECTURE.md section 5): a development and test tool.
+"""The local DCV stand-in (ARCHITECTURE.md section 5): a development and test tool, never deployed.
 
 One HTTP server answers for every instance of the local EC2 endpoint at
 ``http://127.0.0.1:<port>/<instance_id>/`` (what ``ELEPHANT_DCV_URL_TEMPLATE`` points at in
@@ -9,7 +9,7 @@ the host. With ``?authToken=`` it POSTs to the app's DCV authenticator exactly a
 server configured with ``auth-token-verifier=<app>/dcv/auth/<instance_id>`` does, and the
 page shows the verdict.
 
-    python -m fleet.standin --port 8443 --app-url http://127.0.0.1:8000 --aws-endpoint http://127.0.0.1:5000
+    python -m devtools.standin --port 8443 --app-url http://127.0.0.1:8000 --aws-endpoint http://127.0.0.1:5000
 
 Every option falls back to the environment: ``ELEPHANT_STANDIN_PORT``, ``ELEPHANT_PUBLIC_URL``,
 ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``ELEPHANT_SIM_BOOT_SECONDS``.
@@ -29,7 +29,7 @@ import boto3
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-logger = logging.getLogger("fleet.standin")
+logger = logging.getLogger("devtools.standin")
 
 INSTANCE_PATH = re.compile(r"^/(i-[0-9a-zA-Z]+)/?$")
 DCV_SESSION_ID = "console"
