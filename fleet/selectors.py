@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
@@ -99,3 +100,25 @@ def instance_ids_tracked(*, instance_ids: Iterable[str]) -> set[str]:
         .exclude(state__in=(HostState.TERMINATED, HostState.FAILED, HostState.UNHEALTHY))
         .values_list("instance_id", flat=True)
     )
+
+
+@cache
+def _join_sql() -> str:
+    meeting, host = Meeting._meta.db_table, Host._meta.db_table
+    # Hand-written because the join endpoint is the hottest read: compiling the equivalent
+    # ORM query (two correlated subqueries) cost more than running it (bench/join.py).
+    return (
+        f'SELECT m.*, h."dcv_link" AS role_dcv_link, h."instance_id" AS role_instance_id '
+        f'FROM "{meeting}" m LEFT JOIN "{host}" h ON h."id" = ('
+        f'SELECT c."id" FROM "{host}" c WHERE c."meeting_id" = m."id" AND c."role" = %s '
+        f'ORDER BY c."generation" DESC LIMIT 1) '
+        f'WHERE m."id" = %s'
+    )
+
+
+def meeting_get_for_join(*, meeting_id: str, role: str) -> Meeting | None:
+    """The meeting with the role's current DCV link and instance id, in one query.
+
+    The current host of a role is its newest generation (a replacement supersedes the first).
+    """
+    return next(iter(Meeting.objects.raw(_join_sql(), [role, meeting_id])), None)

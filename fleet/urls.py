@@ -5,6 +5,7 @@ from fleet import views
 app_name = "fleet"
 
 urlpatterns = [
+    path("join/<str:meeting_id>/<str:role>", views.join, name="join"),
     path("dcv/auth", views.dcv_auth, name="dcv-auth"),
     path("dcv/auth/<str:instance_id>", views.dcv_auth, name="dcv-auth-instance"),
 ]

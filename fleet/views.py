@@ -1,4 +1,10 @@
-"""DCV external authentication: ``POST /dcv/auth/<instance_id>`` (ARCHITECTURE.md section 6).
+"""The desktop's doors: the join endpoint that hands a participant their DCV link, and DCV
+external authentication.
+
+Join: ``GET /join/<meeting_id>/<role>?t=<token>`` (ARCHITECTURE.md section 6, docs/api.md). It
+lives in the fleet because it hands out the fleet's desktop; what it says is meetings' data.
+
+DCV external authentication: ``POST /dcv/auth/<instance_id>`` (ARCHITECTURE.md section 6).
 
 Each host's DCV server is configured (by its agent, at boot) with
 ``auth-token-verifier="<ELEPHANT_PUBLIC_URL>/dcv/auth/<its instance id>"``, so the verifier
@@ -9,20 +15,102 @@ a request that names no instance cannot be bound to a host and is refused.
 """
 
 import logging
+import re
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from fleet.dcv import DcvTokenRejected, dcv_token_redeem
+from fleet.dcv import DcvTokenRejected, dcv_token_issue, dcv_token_redeem
 from fleet.models import LIVE_HOST_STATES, Host
-from meetings.models import TERMINAL_STATUSES
+from fleet.selectors import meeting_get_for_join
+from meetings.links import room_link
+from meetings.models import MEETING_ID_REGEX, READY_STATUSES, TERMINAL_STATUSES, MeetingStatus, Role
+from meetings.progress import WAITING_MESSAGES, join_opens_phrase, progress_steps
+from meetings.services import meeting_start_on_join
+from meetings.tokens import participant_token_valid
+from meetings.views import wants_json
 
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_LENGTH = 2048
+_MEETING_ID = re.compile(MEETING_ID_REGEX)
+
+
+# --- the join endpoint ---------------------------------------------------------------------
+
+
+def _join_response(request, status: int, payload: dict, context: dict | None = None) -> HttpResponse:
+    if wants_json(request):
+        response = JsonResponse(payload, status=status)
+    else:
+        page = {"status_code": status, "payload": payload, **(context or {})}
+        response = render(request, "meetings/join.html", page, status=status)
+    response["Access-Control-Allow-Origin"] = settings.ELEPHANT_CORS_ORIGIN
+    response["Vary"] = "Accept"
+    return response
+
+
+@never_cache
+@require_GET
+def join(request, meeting_id: str, role: str):
+    """GET /join/{meeting_id}/{role}?t={token} — ARCHITECTURE.md section 6."""
+    if role not in Role.values or not _MEETING_ID.match(meeting_id):
+        return _join_response(request, 400, {"message": "Invalid meeting ID or role."})
+    meeting = meeting_get_for_join(meeting_id=meeting_id, role=role)
+    if meeting is None:
+        return _join_response(request, 404, {"message": "Meeting not found."})
+    token = request.GET.get("t")
+    if not participant_token_valid(meeting_id=meeting_id, role=role, token=token):
+        return _join_response(
+            request, 403, {"message": "This link is not valid for this session and role.", "code": "bad_token"}
+        )
+    context = {
+        "meeting": meeting,
+        "role": role,
+        "token": token,
+        "auto_redirect": settings.ELEPHANT_AUTO_REDIRECT,
+        "room_link": room_link(meeting_id=meeting.id, role=role),
+        "steps": progress_steps(meeting.status, link_ready=bool(meeting.role_dcv_link)),
+    }
+    now = timezone.now()
+    if now < meeting.join_opens_at:
+        payload = {
+            "message": f"This link opens {join_opens_phrase()} before the session.",
+            "code": "too_early",
+            "opens_at": meeting.join_opens_at.isoformat(),
+            "status": meeting.status,
+        }
+        return _join_response(request, 403, payload, context)
+    if now > meeting.hard_stop_at:
+        payload = {
+            "message": "This session has ended; the link has expired.",
+            "code": "expired",
+            "status": meeting.status,
+        }
+        return _join_response(request, 403, payload, context)
+
+    link = meeting.role_dcv_link
+    if meeting.status not in READY_STATUSES or not link:
+        payload = {
+            "message": WAITING_MESSAGES.get(meeting.status, WAITING_MESSAGES[MeetingStatus.HEALTHY]),
+            "status": meeting.status,
+            "final": meeting.is_terminal,
+        }
+        return _join_response(request, 202, payload, context)
+
+    meeting_start_on_join(meeting=meeting, role=role)
+    auth_token = dcv_token_issue(meeting_id=meeting.id, role=role, instance_id=meeting.role_instance_id or "")
+    dcv_url = f"{link}?authToken={auth_token}#{settings.ELEPHANT_DCV_SESSION_ID}"
+    return _join_response(request, 200, {"dcv_url": dcv_url, "status": meeting.status}, context)
+
+
+# --- DCV external authentication ------------------------------------------------------------
 
 
 def _auth_answer(*, username: str = "", refusal: str = "") -> HttpResponse:

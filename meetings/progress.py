@@ -81,3 +81,17 @@ TEACHER_HINTS = {
 
 def reason_label(reason: str) -> str:
     return TerminationReason(reason).label if reason in TerminationReason.values else reason
+
+
+# What a participant's waiting room (and a closed video room) says about each status.
+WAITING_MESSAGES = {
+    MeetingStatus.SCHEDULED: "Your desktop will start a few minutes before the session.",
+    MeetingStatus.LAUNCHING: "Your desktop is being launched.",
+    MeetingStatus.LAUNCHED: "Your desktop is booting.",
+    MeetingStatus.DNS_WRITTEN: "Your desktop is booting; checking its health.",
+    MeetingStatus.HEALTHY: "Instance is warming up. Please wait.",
+    MeetingStatus.IN_PROGRESS: "Instance is warming up. Please wait.",
+    MeetingStatus.CANCELLED: "This session was cancelled. Ask your teacher for a new link.",
+    MeetingStatus.FAILED: "We could not start the desktops for this session. Please contact your teacher.",
+    MeetingStatus.TERMINATED: "This session has ended.",
+}

@@ -10,7 +10,6 @@ urlpatterns = [
     path("meetings/<str:meeting_id>", views.meeting_detail, name="detail"),
     path("meetings/<str:meeting_id>/cancel", views.meeting_cancel_view, name="cancel"),
     path("meetings/<str:meeting_id>/calendar/<str:role>.ics", views.meeting_calendar, name="calendar"),
-    path("join/<str:meeting_id>/<str:role>", views.join, name="join"),
     path("room/<str:meeting_id>", views.room, name="room"),
     path("api/v1/", include("meetings.api_urls")),
 ]

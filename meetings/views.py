@@ -1,6 +1,5 @@
 import re
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -11,34 +10,26 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from fleet.dcv import dcv_token_issue
 from meetings.forms import ScheduleForm
 from meetings.ice import ice_servers_for
 from meetings.ics import meeting_ics
 from meetings.links import meeting_links, participant_link, room_link
-from meetings.models import MEETING_ID_REGEX, READY_STATUSES, Meeting, MeetingStatus, Role
-from meetings.progress import TEACHER_HINTS, join_opens_phrase, progress_steps, reason_label
-from meetings.selectors import meeting_get_for_join, meetings_for_teacher
-from meetings.services import meeting_cancel, meeting_schedule, meeting_start_on_join
-from meetings.tokens import participant_token_role, participant_token_valid
+from meetings.models import MEETING_ID_REGEX, Meeting, MeetingStatus, Role
+from meetings.progress import TEACHER_HINTS, WAITING_MESSAGES, join_opens_phrase, reason_label
+from meetings.selectors import meetings_for_teacher
+from meetings.services import meeting_cancel, meeting_schedule
+from meetings.tokens import participant_token_role
 
 _MEETING_ID = re.compile(MEETING_ID_REGEX)
-
-WAITING_MESSAGES = {
-    MeetingStatus.SCHEDULED: "Your desktop will start a few minutes before the session.",
-    MeetingStatus.LAUNCHING: "Your desktop is being launched.",
-    MeetingStatus.LAUNCHED: "Your desktop is booting.",
-    MeetingStatus.DNS_WRITTEN: "Your desktop is booting; checking its health.",
-    MeetingStatus.HEALTHY: "Instance is warming up. Please wait.",
-    MeetingStatus.IN_PROGRESS: "Instance is warming up. Please wait.",
-    MeetingStatus.CANCELLED: "This session was cancelled. Ask your teacher for a new link.",
-    MeetingStatus.FAILED: "We could not start the desktops for this session. Please contact your teacher.",
-    MeetingStatus.TERMINATED: "This session has ended.",
-}
 
 
 def _actor(request) -> str:
     return f"teacher:{request.user.get_username()}"
+
+
+def wants_json(request) -> bool:
+    """The caller asked for JSON (the pages' scripts poll the same address as the page)."""
+    return "application/json" in request.headers.get("Accept", "")
 
 
 # --- teacher pages ------------------------------------------------------------------------
@@ -85,7 +76,7 @@ def _own_meeting(request, meeting_id: str) -> Meeting:
 @login_required
 def meeting_detail(request, meeting_id: str):
     meeting = _own_meeting(request, meeting_id)
-    if _wants_json(request):  # the page's live status when the signalling socket is unavailable
+    if wants_json(request):  # the page's live status when the signalling socket is unavailable
         # Same address as the page: never cached, so "back" never shows this JSON instead of it.
         response = JsonResponse(
             {
@@ -139,78 +130,6 @@ def meeting_cancel_view(request, meeting_id: str):
     return redirect("meetings:detail", meeting_id=meeting.id)
 
 
-# --- the join endpoint ---------------------------------------------------------------------
-
-
-def _wants_json(request) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
-def _join_response(request, status: int, payload: dict, context: dict | None = None) -> HttpResponse:
-    if _wants_json(request):
-        response = JsonResponse(payload, status=status)
-    else:
-        page = {"status_code": status, "payload": payload, **(context or {})}
-        response = render(request, "meetings/join.html", page, status=status)
-    response["Access-Control-Allow-Origin"] = settings.ELEPHANT_CORS_ORIGIN
-    response["Vary"] = "Accept"
-    return response
-
-
-@never_cache
-@require_GET
-def join(request, meeting_id: str, role: str):
-    """GET /join/{meeting_id}/{role}?t={token} — ARCHITECTURE.md section 6."""
-    if role not in Role.values or not _MEETING_ID.match(meeting_id):
-        return _join_response(request, 400, {"message": "Invalid meeting ID or role."})
-    meeting = meeting_get_for_join(meeting_id=meeting_id, role=role)
-    if meeting is None:
-        return _join_response(request, 404, {"message": "Meeting not found."})
-    token = request.GET.get("t")
-    if not participant_token_valid(meeting_id=meeting_id, role=role, token=token):
-        return _join_response(
-            request, 403, {"message": "This link is not valid for this session and role.", "code": "bad_token"}
-        )
-    context = {
-        "meeting": meeting,
-        "role": role,
-        "token": token,
-        "auto_redirect": settings.ELEPHANT_AUTO_REDIRECT,
-        "room_link": room_link(meeting_id=meeting.id, role=role),
-        "steps": progress_steps(meeting.status, link_ready=bool(meeting.role_dcv_link)),
-    }
-    now = timezone.now()
-    if now < meeting.join_opens_at:
-        payload = {
-            "message": "This link opens one hour before the session.",
-            "code": "too_early",
-            "opens_at": meeting.join_opens_at.isoformat(),
-            "status": meeting.status,
-        }
-        return _join_response(request, 403, payload, context)
-    if now > meeting.hard_stop_at:
-        payload = {
-            "message": "This session has ended; the link has expired.",
-            "code": "expired",
-            "status": meeting.status,
-        }
-        return _join_response(request, 403, payload, context)
-
-    link = meeting.role_dcv_link
-    if meeting.status not in READY_STATUSES or not link:
-        payload = {
-            "message": WAITING_MESSAGES.get(meeting.status, WAITING_MESSAGES[MeetingStatus.HEALTHY]),
-            "status": meeting.status,
-            "final": meeting.is_terminal,
-        }
-        return _join_response(request, 202, payload, context)
-
-    meeting_start_on_join(meeting=meeting, role=role)
-    auth_token = dcv_token_issue(meeting_id=meeting.id, role=role, instance_id=meeting.role_instance_id or "")
-    dcv_url = f"{link}?authToken={auth_token}#{settings.ELEPHANT_DCV_SESSION_ID}"
-    return _join_response(request, 200, {"dcv_url": dcv_url, "status": meeting.status}, context)
-
-
 # --- the video room ------------------------------------------------------------------------
 
 
@@ -245,10 +164,10 @@ def room(request, meeting_id: str):
             return render(request, "meetings/room.html", {"meeting": None, "denied": denied}, status=403)
         role = Role.TEACHER
     closed = _room_closed_message(meeting, bool(token), timezone.now())
-    if closed and _wants_json(request):  # no fresh TURN credentials for a room that is closed
+    if closed and wants_json(request):  # no fresh TURN credentials for a room that is closed
         return JsonResponse({"message": closed}, status=403)
     ice_servers, expires_at = ice_servers_for(meeting_id=meeting.id, role=role)
-    if _wants_json(request):  # room.js refreshes expiring TURN credentials here
+    if wants_json(request):  # room.js refreshes expiring TURN credentials here
         return JsonResponse({"iceServers": ice_servers, "expiresAt": expires_at})
     other = meeting.student_name if role == Role.TEACHER else meeting.teacher_name
     context = {
