@@ -13,8 +13,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from meetings import windows
-
 MEETING_ID_ALPHABET = string.ascii_lowercase + string.digits
 MEETING_ID_LENGTH = 16
 MEETING_ID_REGEX = r"^[a-z0-9]{16}$"
@@ -96,7 +94,8 @@ class MeetingQuerySet(models.QuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
     def due_for_launch(self, now: datetime):
-        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=windows.launch_due_meet_time_until(now))
+        lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
+        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=now + lead)
 
     def for_teacher(self, user):
         return self.filter(teacher=user)
@@ -166,11 +165,11 @@ class Meeting(models.Model):
 
     @property
     def hard_stop_at(self) -> datetime:
-        return windows.hard_stop_at(self.meet_time, self.duration_minutes)
+        return self.end_time + timedelta(minutes=settings.ELEPHANT_OVERRUN_GRACE)
 
     @property
     def join_opens_at(self) -> datetime:
-        return windows.join_opens_at(self.meet_time)
+        return self.meet_time - timedelta(minutes=settings.ELEPHANT_JOIN_EARLY_MINUTES)
 
     @property
     def local_meet_time(self) -> datetime:
