@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from fleet import aws, services
 from fleet.models import Host
-from meetings.admin import meeting_admin_extend
+from meetings.admin import DisplayOnlyInline, meeting_admin_extend
 from meetings.models import ACTIVE_STATUSES, MeetingStatus, TerminationReason
 
 HOST_FIELDS = (
@@ -40,27 +40,11 @@ def _actor(request) -> str:
     return f"staff:{request.user.get_username()}"
 
 
-class HostInline(admin.TabularInline):
+class HostInline(DisplayOnlyInline, admin.TabularInline):
     model = Host
-    extra = 0
-    can_delete = False
     fields = HOST_FIELDS
     readonly_fields = HOST_FIELDS
     ordering = ("role", "-generation")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        # Display only: nothing of it is saved, so it takes no part in the POSTed form
-        # (which then needs no management form for it).
-        return request.method != "POST" and super().has_view_permission(request, obj)
 
 
 def _report(modeladmin, request, done: list[str], problems: list[str], verb: str) -> None:

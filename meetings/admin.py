@@ -10,6 +10,29 @@ from meetings.schedule import SCHEDULE_FIELDS, schedule_clean
 from meetings.services import meeting_cancel
 
 
+class DisplayOnlyInline:
+    """Mixed into an inline on the meeting page that only shows rows (hosts, mirror state), as
+    ``class HostInline(DisplayOnlyInline, admin.TabularInline)``, by the apps that build on
+    meetings for what they add with ``meeting_admin_extend``."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        # Nothing of it is saved, so it takes no part in the POSTed meeting form (which then
+        # needs no management form for it).
+        return request.method != "POST" and super().has_view_permission(request, obj)
+
+
 class MeetingEventInline(admin.TabularInline):
     model = MeetingEvent
     extra = 0

@@ -6,12 +6,12 @@ admin knows nothing of the mirror.
 
 from django.contrib import admin, messages
 
-from meetings.admin import meeting_admin_extend, staff_actor
+from meetings.admin import DisplayOnlyInline, meeting_admin_extend, staff_actor
 from mirror.models import MirrorBacklog, MirrorState, state_of
 from mirror.services import mirror_backlog, mirror_resync
 
 
-class MirrorStateInline(admin.StackedInline):
+class MirrorStateInline(DisplayOnlyInline, admin.StackedInline):
     """What the mirror last wrote of this meeting and its retry schedule (read-only)."""
 
     model = MirrorState
@@ -19,19 +19,6 @@ class MirrorStateInline(admin.StackedInline):
     fields = ("mirrored_version", "mirrored_status", "attempts", "next_attempt_at", "last_error", "error_at")
     readonly_fields = fields
     verbose_name = verbose_name_plural = "DynamoDB mirror"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        # Display only: it takes no part in the POSTed meeting form (no management form for it).
-        return request.method != "POST" and super().has_view_permission(request, obj)
 
 
 @admin.action(description="Resync selected meetings to DynamoDB")
