@@ -63,18 +63,7 @@ def cancel_meetings(modeladmin, request, queryset):
         modeladmin.message_user(request, "Not cancelled, no longer scheduled: " + ", ".join(skipped), messages.WARNING)
 
 
-EDITABLE_FIELDS = frozenset(
-    {
-        "teacher",
-        "teacher_name",
-        "teacher_email",
-        "student_name",
-        "student_email",
-        "meet_time",
-        "time_zone",
-        "duration_minutes",
-    }
-)
+EDITABLE_FIELDS = frozenset({"teacher", *SCHEDULE_FIELDS})
 
 
 class MeetingAdminForm(forms.ModelForm):
