@@ -1,6 +1,7 @@
 """The staff console for hosts, and the fleet's part of the meeting admin.
 
-``HostInline`` and the actions ``launch_now``, ``terminate_now`` and ``rerun_health_check``
+``HostInline``, ``MeetingHostEventInline`` (every host's state changes, beside the meeting's
+events) and the actions ``launch_now``, ``terminate_now`` and ``rerun_health_check``
 are added to ``meetings.admin.MeetingAdmin``; each calls the same service the tasks call,
 synchronously, so the outcome (or AWS's error) is shown to the staff member at once.
 """
@@ -9,8 +10,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from fleet import aws, services
-from fleet.models import Host
+from fleet import aws, selectors, services
+from fleet.models import Host, HostEvent
 from meetings.admin import DisplayOnlyInline, meeting_admin_extend
 from meetings.models import ACTIVE_STATUSES, MeetingStatus, TerminationReason
 
@@ -45,6 +46,34 @@ class HostInline(DisplayOnlyInline, admin.TabularInline):
     fields = HOST_FIELDS
     readonly_fields = HOST_FIELDS
     ordering = ("role", "-generation")
+
+
+class MeetingHostEventInline(DisplayOnlyInline, admin.TabularInline):
+    """The meeting page's host events: every state change of every host of the meeting."""
+
+    model = HostEvent
+    fk_name = "meeting"
+    fields = ("at", "host_label", "from_state", "to_state", "reason", "detail", "actor")
+    readonly_fields = fields
+    ordering = ("at", "id")
+    verbose_name_plural = "host events"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("host")
+
+    @admin.display(description="Host")
+    def host_label(self, obj: HostEvent) -> str:
+        return f"{obj.host.role} #{obj.host.generation} {obj.host.instance_id or '-'}"
+
+
+class HostEventInline(DisplayOnlyInline, admin.TabularInline):
+    """The host page's events."""
+
+    model = HostEvent
+    fk_name = "host"
+    fields = ("at", "from_state", "to_state", "reason", "detail", "actor")
+    readonly_fields = fields
+    ordering = ("at", "id")
 
 
 def _report(modeladmin, request, done: list[str], problems: list[str], verb: str) -> None:
@@ -108,14 +137,14 @@ def rerun_health_check(modeladmin, request, queryset):
         meeting.refresh_from_db()
         hosts = ", ".join(
             f"{h.role} {h.state}" + (f" ({h.last_error})" if h.last_error else "")
-            for h in services.selectors.hosts_current(meeting_id=meeting.pk).values()
+            for h in selectors.hosts_current(meeting_id=meeting.pk).values()
         )
         done.append(f"{meeting.pk} {meeting.status}: {hosts or 'no hosts'}")
     _report(modeladmin, request, done, problems, "Checked")
 
 
 FLEET_MEETING_ACTIONS = [launch_now, terminate_now, rerun_health_check]
-meeting_admin_extend(inlines=[HostInline], actions=FLEET_MEETING_ACTIONS)
+meeting_admin_extend(inlines=[HostInline, MeetingHostEventInline], actions=FLEET_MEETING_ACTIONS)
 
 
 @admin.register(Host)
@@ -140,6 +169,7 @@ class HostAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     readonly_fields = ("meeting", *HOST_FIELDS, "created_at", "updated_at")
     fields = readonly_fields
+    inlines = [HostEventInline]
 
     def has_add_permission(self, request):
         return False  # hosts are launched by the fleet only

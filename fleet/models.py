@@ -1,15 +1,17 @@
 """Hosts: the EC2 DCV desktops of a meeting, one per role (plus replacements)."""
 
 from django.db import models
+from django.utils import timezone
 
 from meetings.models import Meeting, Role
+from meetings.policy import HostReadiness
 
 
 class HostState(models.TextChoices):
     PENDING = "PENDING", "Not launched yet"
     LAUNCHING = "LAUNCHING", "RunInstances sent"
     BOOTING = "BOOTING", "Instance pending"
-    RUNNING = "RUNNING", "Running, address known"
+    RUNNING = "RUNNING", "Running, address known (DNS record not written yet)"
     DNS_WRITTEN = "DNS_WRITTEN", "DCV link written"
     HEALTHY = "HEALTHY", "Healthy"
     UNHEALTHY = "UNHEALTHY", "Unhealthy (replaced)"
@@ -84,8 +86,56 @@ class Host(models.Model):
     def is_live(self) -> bool:
         return self.state in LIVE_HOST_STATES
 
+    def readiness(self) -> HostReadiness:
+        """What the meeting's rules need to know of this host (``meetings.policy.status_implied``)."""
+        return HostReadiness(
+            launched=bool(self.instance_id) and self.is_live,
+            link_written=self.state in (HostState.DNS_WRITTEN, HostState.HEALTHY),
+            healthy=self.state == HostState.HEALTHY,
+        )
+
     @property
     def started_at(self):
         """When this host's clock for the health timeout started: its launch once it has an
         instance; until then its creation, as every retried launch claims it anew."""
         return (self.instance_id and self.launched_at) or self.created_at
+
+
+class HostEventReason(models.TextChoices):
+    """Why a host changed state: every ``host_transition`` names one."""
+
+    LAUNCH_CLAIMED = "LAUNCH_CLAIMED", "Launch claimed (RunInstances about to be sent)"
+    LAUNCH_RETRY = "LAUNCH_RETRY", "AWS throttled or unreachable: launch to be retried"
+    LAUNCH_REFUSED = "LAUNCH_REFUSED", "AWS refused the launch"
+    INSTANCE_STARTED = "INSTANCE_STARTED", "Instance started"
+    INSTANCE_ADOPTED = "INSTANCE_ADOPTED", "Instance adopted after a crash"
+    INSTANCE_RUNNING = "INSTANCE_RUNNING", "Instance running with an address"
+    LINK_WRITTEN = "LINK_WRITTEN", "DNS record and desktop link written"
+    HEALTH_PASSED = "HEALTH_PASSED", "Health check passed"
+    HEALTH_TIMEOUT = "HEALTH_TIMEOUT", "Not healthy in time (replaced)"
+    INSTANCE_LOST = "INSTANCE_LOST", "Instance went away outside Elephant"
+    NEVER_LAUNCHED = "NEVER_LAUNCHED", "Meeting ended before the host was launched"
+    TERMINATE_REQUESTED = "TERMINATE_REQUESTED", "Termination requested"
+    TERMINATED = "TERMINATED", "Instance terminated"
+
+
+class HostEvent(models.Model):
+    """The audit log of a host: one row for every state change (``fleet.services.host_transition``).
+
+    ``meeting`` repeats ``host.meeting`` so the meeting's admin page lists its hosts' events.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="host_events")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    from_state = models.CharField(max_length=16, choices=HostState.choices)
+    to_state = models.CharField(max_length=16, choices=HostState.choices)
+    reason = models.CharField(max_length=32, choices=HostEventReason.choices)
+    detail = models.TextField(blank=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="system, staff:<user>")
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}: {self.from_state} -> {self.to_state} ({self.reason})"

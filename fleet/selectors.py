@@ -4,28 +4,27 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cache
 
-from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
 from fleet.models import BOOTING_HOST_STATES, Host, HostState
-from meetings.models import ACTIVE_STATUSES, Meeting, MeetingEvent, MeetingStatus
+from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
+from meetings.policy import PRE_HEALTHY_STATUSES
 
 # A LAUNCHING meeting not moved on for this long is handed to the launch service again.
 LAUNCH_STUCK_AFTER = timedelta(minutes=2)
-SAFETY_NET_KEPT_ALIVE = "SAFETY_NET_KEPT_ALIVE"
-PRE_HEALTHY_STATUSES = frozenset({MeetingStatus.LAUNCHING, MeetingStatus.LAUNCHED, MeetingStatus.DNS_WRITTEN})
 
 
 def hosts_current(*, meeting_id: str) -> dict[str, Host]:
     """Role -> the role's current host (its newest generation)."""
-    current: dict[str, Host] = {}
-    for host in Host.objects.filter(meeting_id=meeting_id).order_by("role", "-generation"):
-        current.setdefault(host.role, host)
-    return current
+    return hosts_current_many(meeting_ids=[meeting_id]).get(meeting_id, {})
 
 
 def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Host]]:
-    """Meeting id -> role -> the role's current host (newest generation), in one query."""
+    """Meeting id -> role -> the role's current host, in one query.
+
+    The current host of a role is its newest generation: a replacement supersedes the host it
+    replaces. (The join query, ``_join_sql``, is the same rule in SQL.)
+    """
     current: dict[str, dict[str, Host]] = {}
     for host in Host.objects.filter(meeting_id__in=list(meeting_ids)).order_by("meeting_id", "role", "-generation"):
         current.setdefault(host.meeting_id, {}).setdefault(host.role, host)
@@ -33,11 +32,10 @@ def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Hos
 
 
 def meeting_ids_to_launch(*, now: datetime) -> list[str]:
-    """Meetings due at meet_time - ELEPHANT_LAUNCH_LEAD, and LAUNCHING ones that stalled."""
-    lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
-    due = Q(status=MeetingStatus.SCHEDULED, meet_time__lte=now + lead)
-    stalled = Q(status=MeetingStatus.LAUNCHING, launched_at__lte=now - LAUNCH_STUCK_AFTER)
-    return list(Meeting.objects.filter(due | stalled).order_by("meet_time").values_list("pk", flat=True))
+    """Meetings due for launch (``Meeting.objects.due_for_launch``), and LAUNCHING ones that stalled."""
+    stalled = Meeting.objects.filter(status=MeetingStatus.LAUNCHING, launched_at__lte=now - LAUNCH_STUCK_AFTER)
+    due = Meeting.objects.due_for_launch(now)
+    return list((due | stalled).order_by("meet_time").values_list("pk", flat=True))
 
 
 def hosts_watched() -> list[tuple[int, str, str, datetime | None]]:
@@ -70,25 +68,6 @@ _HEALTH_FIELDS = (
 )
 
 
-def meetings_for_termination(*, now: datetime) -> list[dict]:
-    """Active meetings old enough for a termination rule, with what the rules need."""
-    earliest = min(settings.ELEPHANT_SAFETY_NET_MINUTES, settings.ELEPHANT_OVERRUN_GRACE)
-    kept_alive = MeetingEvent.objects.filter(meeting=OuterRef("pk"), reason=SAFETY_NET_KEPT_ALIVE)
-    return list(
-        Meeting.objects.filter(status__in=ACTIVE_STATUSES, meet_time__lte=now - timedelta(minutes=earliest))
-        .annotate(kept_alive=Exists(kept_alive))
-        .values(
-            "pk",
-            "status",
-            "meet_time",
-            "duration_minutes",
-            "teacher_session_data",
-            "student_session_data",
-            "kept_alive",
-        )
-    )
-
-
 def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:
     return dict(Meeting.objects.filter(pk__in=list(meeting_ids)).values_list("pk", "status"))
 
@@ -119,6 +98,6 @@ def _join_sql() -> str:
 def meeting_get_for_join(*, meeting_id: str, role: str) -> Meeting | None:
     """The meeting with the role's current DCV link and instance id, in one query.
 
-    The current host of a role is its newest generation (a replacement supersedes the first).
+    The current host of a role is its newest generation, as in ``hosts_current_many``.
     """
     return next(iter(Meeting.objects.raw(_join_sql(), [role, meeting_id])), None)

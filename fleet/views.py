@@ -21,7 +21,6 @@ from xml.sax.saxutils import escape
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -29,11 +28,18 @@ from django.views.decorators.http import require_GET, require_POST
 from fleet.dcv import DcvTokenRejected, dcv_token_issue, dcv_token_redeem
 from fleet.models import LIVE_HOST_STATES, Host
 from fleet.selectors import meeting_get_for_join
+from meetings.access import (
+    BAD_TOKEN,
+    EXPIRED,
+    TOO_EARLY,
+    participant_access,
+    participant_credentials,
+    refusal_message,
+)
 from meetings.links import room_link
 from meetings.models import MEETING_ID_REGEX, READY_STATUSES, TERMINAL_STATUSES, MeetingStatus, Role
-from meetings.progress import WAITING_MESSAGES, join_opens_phrase, progress_steps
+from meetings.progress import WAITING_MESSAGES, progress_steps
 from meetings.services import meeting_start_on_join
-from meetings.tokens import participant_token_valid
 from meetings.views import wants_json
 
 logger = logging.getLogger(__name__)
@@ -66,10 +72,10 @@ def join(request, meeting_id: str, role: str):
     if meeting is None:
         return _join_response(request, 404, {"message": "Meeting not found."})
     token = request.GET.get("t")
-    if not participant_token_valid(meeting_id=meeting_id, role=role, token=token):
-        return _join_response(
-            request, 403, {"message": "This link is not valid for this session and role.", "code": "bad_token"}
-        )
+    credentials = participant_credentials(meeting_id=meeting_id, role=role, token=token)
+    if credentials is None:
+        return _join_response(request, 403, {"message": refusal_message(BAD_TOKEN), "code": BAD_TOKEN})
+    access = participant_access(meeting=meeting, credentials=credentials)
     context = {
         "meeting": meeting,
         "role": role,
@@ -78,21 +84,16 @@ def join(request, meeting_id: str, role: str):
         "room_link": room_link(meeting_id=meeting.id, role=role),
         "steps": progress_steps(meeting.status, link_ready=bool(meeting.role_dcv_link)),
     }
-    now = timezone.now()
-    if now < meeting.join_opens_at:
+    if access.window == TOO_EARLY:
         payload = {
-            "message": f"This link opens {join_opens_phrase()} before the session.",
-            "code": "too_early",
+            "message": refusal_message(TOO_EARLY),
+            "code": TOO_EARLY,
             "opens_at": meeting.join_opens_at.isoformat(),
             "status": meeting.status,
         }
         return _join_response(request, 403, payload, context)
-    if now > meeting.hard_stop_at:
-        payload = {
-            "message": "This session has ended; the link has expired.",
-            "code": "expired",
-            "status": meeting.status,
-        }
+    if access.window == EXPIRED:
+        payload = {"message": refusal_message(EXPIRED), "code": EXPIRED, "status": meeting.status}
         return _join_response(request, 403, payload, context)
 
     link = meeting.role_dcv_link

@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from meetings import windows
+
 MEETING_ID_ALPHABET = string.ascii_lowercase + string.digits
 MEETING_ID_LENGTH = 16
 MEETING_ID_REGEX = r"^[a-z0-9]{16}$"
@@ -94,8 +96,7 @@ class MeetingQuerySet(models.QuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
     def due_for_launch(self, now: datetime):
-        lead = timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
-        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=now + lead)
+        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=windows.launch_due_meet_time_until(now))
 
     def for_teacher(self, user):
         return self.filter(teacher=user)
@@ -165,11 +166,11 @@ class Meeting(models.Model):
 
     @property
     def hard_stop_at(self) -> datetime:
-        return self.end_time + timedelta(minutes=settings.ELEPHANT_OVERRUN_GRACE)
+        return windows.hard_stop_at(self.meet_time, self.duration_minutes)
 
     @property
     def join_opens_at(self) -> datetime:
-        return self.meet_time - timedelta(minutes=settings.ELEPHANT_JOIN_EARLY_MINUTES)
+        return windows.join_opens_at(self.meet_time)
 
     @property
     def local_meet_time(self) -> datetime:

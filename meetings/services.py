@@ -7,7 +7,7 @@ returns False and repeats no side effect.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -17,11 +17,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from meetings.models import (
+    ACTIVE_STATUSES,
+    EventReason,
     Meeting,
     MeetingEvent,
     MeetingStatus,
     TerminationReason,
 )
+from meetings.policy import SAFETY_NET_KEPT_ALIVE, HostReadiness, status_implied
 from meetings.schedule import schedule_clean
 from meetings.signals import meeting_changed
 
@@ -181,7 +184,78 @@ def meeting_start_on_join(*, meeting: Meeting, role: str) -> bool:
         meeting=meeting,
         to_status=MeetingStatus.IN_PROGRESS,
         allowed_from={MeetingStatus.HEALTHY},
-        reason="FIRST_JOIN",
+        reason=EventReason.FIRST_JOIN,
         detail=f"first join by the {role}",
         actor=role,
     )
+
+
+# --- the lifecycle the fleet drives (it calls these, then does the host side) -------------------------
+def meeting_launch_start(*, meeting: Meeting, actor: str = "system", now: datetime | None = None) -> bool:
+    """A due meeting starts launching: SCHEDULED -> LAUNCHING, once."""
+    return meeting_transition(
+        meeting=meeting,
+        to_status=MeetingStatus.LAUNCHING,
+        allowed_from={MeetingStatus.SCHEDULED},
+        reason=EventReason.LAUNCH,
+        actor=actor,
+        now=now,
+    )
+
+
+def meeting_advance(*, meeting: Meeting, hosts: Mapping[str, HostReadiness]) -> bool:
+    """Move a launching meeting forward to what its current hosts show (never backward).
+
+    ``hosts`` is role -> the readiness of the role's current host (``meetings.policy``).
+    """
+    implied = status_implied(status=meeting.status, hosts=hosts)
+    if implied is None:
+        return False
+    return meeting_transition(
+        meeting=meeting, to_status=implied.status, allowed_from=implied.allowed_from, reason=implied.reason
+    )
+
+
+def meeting_end(*, meeting: Meeting, reason: str, actor: str = "system", detail: str = "") -> bool:
+    """End an active meeting: -> TERMINATED with ``reason`` kept. False if it was not active.
+
+    The meeting is re-read first: a copy read before a queue must not decide from a stale status.
+    """
+    meeting.refresh_from_db(fields=["status", "version"])
+    return meeting_transition(
+        meeting=meeting,
+        to_status=MeetingStatus.TERMINATED,
+        allowed_from=ACTIVE_STATUSES,
+        reason=reason,
+        detail=detail,
+        actor=actor,
+        fields={"termination_reason": reason},
+    )
+
+
+def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "system") -> bool:
+    """-> FAILED from scheduled or active, with the reason and the error kept (shown in the admin)."""
+    logger.error("meeting %s failed (%s): %s", meeting.pk, reason, error)
+    return meeting_transition(
+        meeting=meeting,
+        to_status=MeetingStatus.FAILED,
+        allowed_from=ACTIVE_STATUSES | {MeetingStatus.SCHEDULED},
+        reason=reason,
+        detail=error,
+        actor=actor,
+        fields={"termination_reason": reason, "last_error": error},
+    )
+
+
+def meeting_keep_alive(*, meeting_id: str) -> bool:
+    """Record that the safety net found the meeting in progress with nothing recorded yet. Once."""
+    meeting = Meeting.objects.filter(pk=meeting_id, status=MeetingStatus.IN_PROGRESS).first()
+    if meeting is None or meeting.events.filter(reason=SAFETY_NET_KEPT_ALIVE).exists():
+        return False
+    MeetingEvent.objects.create(
+        meeting=meeting,
+        reason=SAFETY_NET_KEPT_ALIVE,
+        detail="safety net: in progress, no session recorded yet; kept alive",
+        actor="system",
+    )
+    return True

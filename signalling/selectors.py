@@ -2,10 +2,8 @@
 
 from dataclasses import dataclass
 
-from django.utils import timezone
-
+from meetings.access import participant_access, participant_credentials
 from meetings.models import READY_STATUSES, TERMINAL_STATUSES, Meeting
-from meetings.tokens import participant_token_role
 
 
 @dataclass(frozen=True)
@@ -27,10 +25,9 @@ class Access:
 
 
 def meeting_access(*, meeting_id: str, token: str | None, user) -> Access | None:
-    """The access ``token`` or the logged-in ``user`` has to the meeting, or None."""
-    role = participant_token_role(meeting_id=meeting_id, token=token) if token else None
-    authenticated = user is not None and user.is_authenticated
-    if role is None and not authenticated:
+    """The access ``token`` or the logged-in ``user`` has to the meeting, or None (``meetings.access``)."""
+    credentials = participant_credentials(meeting_id=meeting_id, token=token, user=user)
+    if credentials is None:
         return None
     meeting = (
         Meeting.objects.filter(pk=meeting_id)
@@ -39,18 +36,13 @@ def meeting_access(*, meeting_id: str, token: str | None, user) -> Access | None
     )
     if meeting is None:
         return None
-    if role is not None:
-        identity = role
-    elif meeting.teacher_id is not None and meeting.teacher_id == user.pk:
-        identity = "teacher"
-    elif user.is_staff:
-        identity = f"staff:{user.pk}"
-    else:
+    access = participant_access(meeting=meeting, credentials=credentials)
+    if access is None:
         return None
     return Access(
-        identity=identity,
+        identity=access.identity,
         status=meeting.status,
         reason=meeting.termination_reason,
-        by_token=role is not None,
-        in_join_window=meeting.join_window_contains(timezone.now()),
+        by_token=access.by_token,
+        in_join_window=access.in_join_window,
     )

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from fleet import aws, services
 from fleet.models import Host, HostState
-from meetings.models import MeetingStatus, TerminationReason
+from meetings.models import Meeting, MeetingStatus, TerminationReason
 from tests.factories import make_meeting
 from tests.fleet.conftest import REGION, aws_error, instances_of
 
@@ -34,7 +34,7 @@ def run_watchdog():
 def run_health(now=None):
     result = services.fleet_health_sweep(now=now)
     for meeting_id in result.meeting_ids:
-        meeting = services.Meeting.objects.get(pk=meeting_id)
+        meeting = Meeting.objects.get(pk=meeting_id)
         services.meeting_reconcile(meeting=meeting, now=now)
     return result
 
@@ -63,6 +63,42 @@ def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_por
     # Nothing more to do on the next rounds.
     assert run_watchdog().running == []
     assert run_health().healthy == []
+    # Every host change left its event, through every state on the way (RUNNING included).
+    for host in Host.objects.filter(meeting=meeting):
+        assert [(e.from_state, e.to_state) for e in host.events.all()] == [
+            ("PENDING", "LAUNCHING"),
+            ("LAUNCHING", "BOOTING"),
+            ("BOOTING", "RUNNING"),
+            ("RUNNING", "DNS_WRITTEN"),
+            ("DNS_WRITTEN", "HEALTHY"),
+        ]
+
+
+def test_a_host_whose_dns_record_could_not_be_written_stays_running_and_is_written_next_round(ec2_hook):
+    launched_meeting()
+    sweep = services.fleet_watchdog_sweep()
+    host_id, address, zone = sweep.running[0]
+    failures = []
+
+    def route53_down(host, address):
+        failures.append(host.pk)
+        raise aws.AwsTransientError("Route 53 unavailable", code="ServiceUnavailable")
+
+    original = services.watchdog.host_record_write
+    services.watchdog.host_record_write = route53_down
+    try:
+        with pytest.raises(aws.AwsTransientError):
+            services.host_running(host_id=host_id, address=address, availability_zone=zone)
+    finally:
+        services.watchdog.host_record_write = original
+    assert failures == [host_id]
+    host = Host.objects.get(pk=host_id)
+    assert (host.state, host.public_address, host.dcv_link) == (HostState.RUNNING, address, "")
+    assert host.running_at is not None
+    # The next sweep hands it on again, and this time the link is written.
+    assert host_id in [pk for pk, _, _ in services.fleet_watchdog_sweep().running]
+    assert services.host_running(host_id=host_id, address=address, availability_zone=zone)
+    assert Host.objects.get(pk=host_id).state == HostState.DNS_WRITTEN
 
 
 def test_a_dcv_endpoint_that_does_not_answer_is_not_healthy(settings):

@@ -10,7 +10,7 @@ from django.utils import timezone
 from fleet import services, tasks
 from fleet.models import Host, HostState
 from meetings.models import Meeting, MeetingStatus, TerminationReason
-from meetings.services import meeting_start_on_join
+from meetings.services import meeting_keep_alive, meeting_start_on_join
 from tests.factories import make_meeting
 from tests.fleet.conftest import TEST_AMI, instances_of
 
@@ -22,7 +22,7 @@ T = TerminationReason
 def run_termination_sweep(now):
     result = services.fleet_termination_sweep(now=now)
     for meeting_id in result.keep_alive:
-        services.meeting_keep_alive(meeting_id=meeting_id)
+        meeting_keep_alive(meeting_id=meeting_id)
     for meeting_id, reason in result.terminate:
         services.meeting_terminate(meeting=Meeting.objects.get(pk=meeting_id), reason=reason)
     return result

@@ -1,0 +1,27 @@
+"""Every row lock the fleet takes (STYLE 13): a reader sees each ``select_for_update`` here.
+
+Each is taken inside the caller's short ``transaction.atomic()`` and held until it commits;
+never across an AWS call (STYLE 4).
+"""
+
+from collections.abc import Iterable
+
+from django.db.models import Q
+
+from fleet.models import Host
+from meetings.models import Meeting
+
+
+def meeting_lock(*, meeting_id: str) -> Meeting:
+    """The meeting, locked: a host change and the meeting's event or status commit together,
+    and one host's retirement decides its replacement before another's does."""
+    return Meeting.objects.select_for_update().get(pk=meeting_id)
+
+
+def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]:
+    """Lock the hosts matching ``where`` that are in one of ``states``: host id -> (state, meeting id).
+
+    A bulk transition then changes exactly these rows and records where each came from.
+    """
+    rows = Host.objects.filter(where, state__in=list(states)).select_for_update().order_by("pk")
+    return {pk: (state, meeting_id) for pk, state, meeting_id in rows.values_list("pk", "state", "meeting_id")}

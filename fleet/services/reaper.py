@@ -1,0 +1,68 @@
+"""The reaper: no instance outlives its meeting, whatever crashed in between."""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from fleet import aws, selectors
+from meetings.models import TERMINAL_STATUSES, EventReason, MeetingEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapResult:
+    terminated: list[str] = field(default_factory=list)
+    events: int = 0
+
+
+def fleet_reap(*, now: datetime | None = None) -> ReapResult:
+    """Terminate every live Project=Elephant instance whose meeting is terminal or unknown.
+
+    Also instances of active meetings that no host tracks (a duplicate from a lost race),
+    once they are older than ELEPHANT_REAPER_GRACE_MINUTES, so a launch still recording its
+    instance is never touched. Two queries and one event insert, whatever the numbers.
+    """
+    now = now or timezone.now()
+    result = ReapResult()
+    instances = aws.instances_of_project()
+    if not instances:
+        return result
+    statuses = selectors.meeting_statuses(meeting_ids={(i.tags or {}).get("MeetingID", "") for i in instances})
+    tracked = selectors.instance_ids_tracked(instance_ids=[i.instance_id for i in instances])
+    grace = now - timedelta(minutes=settings.ELEPHANT_REAPER_GRACE_MINUTES)
+    orphans = []
+    for instance in instances:
+        meeting_id = (instance.tags or {}).get("MeetingID", "")
+        status = statuses.get(meeting_id)
+        if status is None:
+            why = f"meeting {meeting_id or '(untagged)'} unknown"
+        elif status in TERMINAL_STATUSES:
+            why = f"meeting {status}"
+        elif instance.instance_id not in tracked and instance.launch_time is not None and instance.launch_time <= grace:
+            why = "no host tracks it"
+        else:
+            continue
+        orphans.append((instance, meeting_id if status is not None else None, why))
+    if not orphans:
+        return result
+    aws.instances_terminate(instance.instance_id for instance, _, _ in orphans)
+    result.terminated = [instance.instance_id for instance, _, _ in orphans]
+    events = [
+        MeetingEvent(
+            meeting_id=meeting_id,
+            reason=EventReason.REAPED,
+            detail=f"reaper terminated {instance.instance_id} ({instance.state}): {why}",
+            actor="reaper",
+        )
+        for instance, meeting_id, why in orphans
+        if meeting_id is not None
+    ]
+    MeetingEvent.objects.bulk_create(events)
+    result.events = len(events)
+    for instance, _, why in orphans:
+        logger.warning("reaper terminated %s (%s)", instance.instance_id, why)
+    return result

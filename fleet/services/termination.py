@@ -1,0 +1,133 @@
+"""Ending meetings and their hosts: the termination rules applied, staff's "terminate now", failures.
+
+The meeting side (its status, reason and event) is ``meetings.services``; the verdict is
+``meetings.policy.termination_verdict``. This module does the host side: every host that may
+still run is moved to TERMINATING, its DNS record deleted and its instance terminated.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet import aws
+from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
+from fleet.services.dns import host_records_delete
+from fleet.services.transitions import hosts_transition
+from meetings import services as meeting_services
+from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Meeting
+from meetings.policy import KEEP_ALIVE, termination_verdict
+from meetings.selectors import meeting_kept_alive, meetings_for_termination
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TerminationSweepResult:
+    terminate: list[tuple[str, str]] = field(default_factory=list)  # (meeting id, reason)
+    keep_alive: list[str] = field(default_factory=list)
+
+
+def fleet_termination_sweep(*, now: datetime | None = None) -> TerminationSweepResult:
+    """Apply the termination rules to every active meeting old enough (one query)."""
+    now = now or timezone.now()
+    result = TerminationSweepResult()
+    for row in meetings_for_termination(now=now):
+        verdict = termination_verdict(
+            status=row["status"],
+            meet_time=row["meet_time"],
+            duration_minutes=row["duration_minutes"],
+            teacher_session_data=row["teacher_session_data"],
+            student_session_data=row["student_session_data"],
+            kept_alive=row["kept_alive"],
+            now=now,
+        )
+        if verdict == KEEP_ALIVE:
+            result.keep_alive.append(row["pk"])
+        elif verdict:
+            result.terminate.append((row["pk"], verdict))
+    return result
+
+
+def meeting_termination_rules_apply(*, meeting_id: str, now: datetime | None = None) -> str | None:
+    """Judge one meeting by the termination rules as it is now, and act: terminate it with the
+    reason due, or record that the safety net kept it alive. Returns the verdict.
+
+    The sweep's verdict was read before this ran (a queue in between): a meeting joined or
+    recorded since must be judged on what it is now, never ended as a no-show while in progress.
+    """
+    now = now or timezone.now()
+    meeting = Meeting.objects.filter(pk=meeting_id, status__in=ACTIVE_STATUSES).first()
+    if meeting is None:
+        return None
+    verdict = termination_verdict(
+        status=meeting.status,
+        meet_time=meeting.meet_time,
+        duration_minutes=meeting.duration_minutes,
+        teacher_session_data=meeting.teacher_session_data,
+        student_session_data=meeting.student_session_data,
+        kept_alive=meeting_kept_alive(meeting_id=meeting.pk),
+        now=now,
+    )
+    if verdict == KEEP_ALIVE:
+        meeting_services.meeting_keep_alive(meeting_id=meeting.pk)
+    elif verdict:
+        meeting_terminate(meeting=meeting, reason=verdict)
+    return verdict
+
+
+def meeting_terminate(*, meeting: Meeting, reason: str, actor: str = "system", detail: str = "") -> bool:
+    """End an active meeting (-> TERMINATED with ``reason``) and terminate its hosts.
+
+    Calling it again for a meeting already ended re-sends the terminations that may have
+    failed, so a retried task finishes the job.
+    """
+    moved = meeting_services.meeting_end(meeting=meeting, reason=reason, actor=actor, detail=detail)
+    if meeting.status in TERMINAL_STATUSES:
+        meeting_hosts_terminate(meeting=meeting)
+    return moved
+
+
+def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "system") -> bool:
+    """FAILED with the reason and error kept (shown in the admin), and its hosts terminated."""
+    moved = meeting_services.meeting_fail(meeting=meeting, reason=reason, error=error, actor=actor)
+    if meeting.status in TERMINAL_STATUSES:
+        meeting_hosts_terminate(meeting=meeting)
+    return moved
+
+
+def meeting_hosts_terminate(*, meeting: Meeting) -> int:
+    """Terminate every host of the meeting that may still run. Returns how many were asked."""
+    now = timezone.now()
+    hosts_transition(
+        where=Q(meeting=meeting, instance_id=""),
+        allowed_from={HostState.PENDING},
+        to_state=HostState.TERMINATED,
+        reason=HostEventReason.NEVER_LAUNCHED,
+        fields={"terminated_at": now},
+        now=now,
+    )
+    hosts = list(
+        Host.objects.filter(meeting=meeting)
+        .exclude(instance_id="")
+        .exclude(state__in=(HostState.TERMINATED, HostState.FAILED))
+    )
+    return hosts_terminate(hosts)
+
+
+def hosts_terminate(hosts: list[Host]) -> int:
+    """Move the live ones to TERMINATING, delete every DNS record, terminate every instance."""
+    if not hosts:
+        return 0
+    hosts_transition(
+        where=Q(pk__in=[host.pk for host in hosts]),
+        allowed_from=LIVE_HOST_STATES,
+        to_state=HostState.TERMINATING,
+        reason=HostEventReason.TERMINATE_REQUESTED,
+    )
+    # The records first: a termination that fails is retried or reaped, a record left behind is not.
+    host_records_delete(hosts)
+    aws.instances_terminate(host.instance_id for host in hosts)
+    return len(hosts)

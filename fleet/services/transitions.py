@@ -1,0 +1,111 @@
+"""Host transitions, the way meeting transitions are made (``meetings.services.meeting_transition``).
+
+A transition is one conditional UPDATE (``WHERE state = <from>``, plus the caller's own
+condition) and a ``HostEvent`` row, in one short transaction. A transition that finds the row
+already moved returns False (or leaves it out) and records nothing: calling it twice is safe.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.locks import hosts_lock
+from fleet.models import Host, HostEvent
+
+logger = logging.getLogger(__name__)
+
+
+def host_transition(
+    *,
+    host: Host,
+    to_state: str,
+    allowed_from: Iterable[str],
+    reason: str,
+    detail: str = "",
+    actor: str = "system",
+    fields: dict | None = None,
+    now: datetime | None = None,
+    condition: Q | None = None,
+) -> bool:
+    """Move ``host`` to ``to_state`` if it is in one of ``allowed_from`` (and matches ``condition``).
+
+    The UPDATE is conditional on the state of the caller's copy, so the event names the state
+    the host really left; with several allowed origins a lost race is re-read once. True when
+    this call made the transition; ``host`` is updated in place.
+    """
+    allowed = frozenset(allowed_from)
+    now = now or timezone.now()
+    values = {"updated_at": now, **(fields or {})}
+    attempts = 2 if len(allowed) > 1 else 1
+    for attempt in range(attempts):
+        from_state = host.state
+        if from_state not in allowed:
+            return False
+        rows = Host.objects.filter(pk=host.pk, state=from_state)
+        if condition is not None:
+            rows = rows.filter(condition)
+        with transaction.atomic(savepoint=False):
+            updated = rows.update(state=to_state, **values)
+            if updated:
+                HostEvent.objects.create(
+                    host_id=host.pk,
+                    meeting_id=host.meeting_id,
+                    at=now,
+                    from_state=from_state,
+                    to_state=to_state,
+                    reason=reason,
+                    detail=detail,
+                    actor=actor,
+                )
+        if updated:
+            host.state = to_state
+            for name, value in values.items():
+                if not hasattr(value, "resolve_expression"):
+                    setattr(host, name, value)
+            logger.info("host %s %s -> %s %s", host.pk, from_state, to_state, reason)
+            return True
+        if attempt + 1 < attempts:
+            host.refresh_from_db(fields=["state"])
+    return False
+
+
+def hosts_transition(
+    *,
+    where: Q,
+    to_state: str,
+    allowed_from: Iterable[str],
+    reason: str,
+    detail: str = "",
+    actor: str = "system",
+    fields: dict | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """The bulk ``host_transition`` of the sweeps: every host matching ``where`` in one of
+    ``allowed_from`` moves to ``to_state``, with one event each. Three queries whatever the
+    number (lock, update, insert); returns the ids of the hosts moved."""
+    now = now or timezone.now()
+    values = {"updated_at": now, **(fields or {})}
+    with transaction.atomic():
+        locked = hosts_lock(where=where, states=allowed_from)
+        if not locked:
+            return []
+        Host.objects.filter(pk__in=list(locked)).update(state=to_state, **values)
+        HostEvent.objects.bulk_create(
+            HostEvent(
+                host_id=pk,
+                meeting_id=meeting_id,
+                at=now,
+                from_state=from_state,
+                to_state=to_state,
+                reason=reason,
+                detail=detail,
+                actor=actor,
+            )
+            for pk, (from_state, meeting_id) in locked.items()
+        )
+    logger.info("%d hosts -> %s %s", len(locked), to_state, reason)
+    return list(locked)
