@@ -1,0 +1,118 @@
+"""The launch planner: when to launch each meeting's hosts so the account's limits are never hit (issue 11).
+
+Pure: the caller hands in what must launch (``Demand``) and the limits (``Limits``), and gets a
+launch time per meeting, or a refusal.
+
+- Each meeting has a latest launch moment (``deadline`` = meet_time - its learned lead) and an
+  earliest one (``earliest``: now, or meet_time - the longest lead we accept). Its hosts run from
+  their launch to ``end`` (the hard stop).
+- Time is cut into slots (60 s). RunInstances (and StartInstances) share a token bucket per
+  account and region (EC2 API throttling: a burst, then a steady refill). The planner never plans
+  to spend the burst: it spreads launches at ``launches_per_slot`` (the refill rate times the slot,
+  times a share), so the burst stays free for what cannot be planned (replacements, late
+  bookings, staff's "launch now"), and a crowded hour is launched earlier instead of throttled late.
+- Running vCPUs per instance family stay within the quota at every slot (Service Quotas
+  "Running On-Demand G and VT instances" and friends count vCPUs, not instances); ``occupied``
+  carries the vCPUs of hosts already running.
+- Greedy, backwards from the latest deadline: every meeting is placed in the latest slot at or
+  before its deadline that has room in both, which keeps hosts off the bill as long as possible.
+  A meeting with no room back to its ``earliest`` is refused.
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+SLOT = timedelta(seconds=60)
+EPOCH = datetime(2000, 1, 1).astimezone()
+
+
+@dataclass(frozen=True)
+class Demand:
+    key: str  # the meeting id
+    deadline: datetime  # launch no later than this
+    earliest: datetime  # and no earlier than this
+    end: datetime  # its hosts run until then
+    instances: int = 2
+    vcpus_per_instance: int = 4
+    family: str = "g4dn"
+
+
+@dataclass(frozen=True)
+class Limits:
+    launches_per_slot: int  # RunInstances/StartInstances calls the plan may use per slot
+    vcpu_quota: Mapping[str, int] = field(default_factory=dict)  # family -> running vCPUs; absent = unlimited
+
+    @classmethod
+    def from_bucket(cls, *, refill_per_second: float, share: float, vcpu_quota: Mapping[str, int]) -> "Limits":
+        per_slot = math.floor(refill_per_second * SLOT.total_seconds() * share)
+        return cls(launches_per_slot=max(1, per_slot), vcpu_quota=dict(vcpu_quota))
+
+
+@dataclass
+class Plan:
+    launch_at: dict[str, datetime] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+
+def slot_of(moment: datetime) -> int:
+    return math.floor((moment - EPOCH) / SLOT)
+
+
+def slot_start(slot: int) -> datetime:
+    return EPOCH + slot * SLOT
+
+
+class _Ledger:
+    """Launches and running vCPUs per slot, as the plan fills them."""
+
+    def __init__(self, limits: Limits, occupied: Mapping[tuple[str, int], int]):
+        self.limits = limits
+        self.launches: dict[int, int] = defaultdict(int)
+        self.vcpus: dict[tuple[str, int], int] = defaultdict(int, occupied)
+
+    def fits(self, demand: Demand, slot: int, last: int) -> bool:
+        if self.launches[slot] + demand.instances > self.limits.launches_per_slot:
+            return False
+        quota = self.limits.vcpu_quota.get(demand.family)
+        if quota is None:
+            return True
+        need = demand.instances * demand.vcpus_per_instance
+        return all(self.vcpus[(demand.family, s)] + need <= quota for s in range(slot, last + 1))
+
+    def take(self, demand: Demand, slot: int, last: int) -> None:
+        self.launches[slot] += demand.instances
+        if demand.family in self.limits.vcpu_quota:
+            need = demand.instances * demand.vcpus_per_instance
+            for s in range(slot, last + 1):
+                self.vcpus[(demand.family, s)] += need
+
+
+def plan_launches(
+    demands: Iterable[Demand], limits: Limits, *, occupied: Mapping[tuple[str, int], int] | None = None
+) -> Plan:
+    """A launch time (the start of a slot) for each demand, latest first; refusals listed."""
+    plan = Plan()
+    ledger = _Ledger(limits, occupied or {})
+    for demand in sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True):
+        first, last_run = slot_of(demand.earliest), slot_of(demand.end)
+        slot = slot_of(demand.deadline)
+        while slot >= first and not ledger.fits(demand, slot, last_run):
+            slot -= 1
+        if slot < first:
+            plan.refused.append(demand.key)
+            continue
+        ledger.take(demand, slot, last_run)
+        plan.launch_at[demand.key] = max(slot_start(slot), demand.earliest)
+    return plan
+
+
+def vcpus_running(hosts: Iterable[tuple[str, int, datetime, datetime]]) -> dict[tuple[str, int], int]:
+    """``occupied`` for ``plan_launches`` from running hosts: (family, vcpus, from, until) each."""
+    occupied: dict[tuple[str, int], int] = defaultdict(int)
+    for family, vcpus, start, until in hosts:
+        for slot in range(slot_of(start), slot_of(until) + 1):
+            occupied[(family, slot)] += vcpus
+    return dict(occupied)

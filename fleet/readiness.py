@@ -1,0 +1,143 @@
+"""How long a desktop takes from launch to ready, learned from the fleet's own history (issue 11).
+
+Pure functions: the caller reads the history and hands in ``BootSample`` values.
+
+- A boot time is modelled as log-normal. The fit is a weighted maximum-likelihood estimate with
+  right-censoring (EM for a censored normal on log seconds): a host that never became ready is
+  not dropped but counts as "took longer than ``seconds``", so a bad AMI or a hard hour pushes
+  the estimate up instead of vanishing from it.
+- Recent boots weigh more: a sample ``age_days`` old weighs ``0.5 ** (age_days / half_life_days)``.
+- A new (AMI, type, AZ, start) key starts from a configured prior, which counts as ``prior.weight``
+  pseudo-samples; as real samples accumulate they outweigh it.
+- ``launch_lead`` is the smallest lead L such that every host of a meeting is ready by
+  ``meet_time`` with probability at least ``target`` (hosts independent: the product of their CDFs).
+"""
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+_STANDARD = NormalDist()
+# A fitted spread never collapses below this (a handful of identical boots is not certainty).
+MIN_SIGMA = 0.05
+EM_ROUNDS = 60
+
+
+@dataclass(frozen=True)
+class BootSample:
+    seconds: float  # launch -> ready; for a censored sample, launch -> when it was given up
+    censored: bool = False  # never became ready: its boot took longer than ``seconds``
+    age_days: float = 0.0  # how long ago it booted (the recency weight)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """A log-normal boot-time distribution in seconds: log(seconds) ~ Normal(mu, sigma)."""
+
+    mu: float
+    sigma: float
+
+    @classmethod
+    def from_median_p95(cls, median: float, p95: float) -> "LogNormal":
+        if not 0 < median <= p95:
+            raise ValueError(f"a log-normal needs 0 < median <= p95 (got median {median}, p95 {p95})")
+        return cls(mu=math.log(median), sigma=max(MIN_SIGMA, math.log(p95 / median) / _STANDARD.inv_cdf(0.95)))
+
+    @property
+    def median(self) -> float:
+        return math.exp(self.mu)
+
+    def cdf(self, seconds: float) -> float:
+        if seconds <= 0:
+            return 0.0
+        return NormalDist(self.mu, self.sigma).cdf(math.log(seconds))
+
+    def quantile(self, q: float) -> float:
+        if not 0 < q < 1:
+            raise ValueError(f"a quantile needs 0 < q < 1 (got {q})")
+        return math.exp(NormalDist(self.mu, self.sigma).inv_cdf(q))
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a key starts from before it has history: a distribution worth ``weight`` samples."""
+
+    distribution: LogNormal
+    weight: float = 5.0
+
+
+def recency_weight(age_days: float, *, half_life_days: float) -> float:
+    return 0.5 ** (max(0.0, age_days) / half_life_days)
+
+
+def boot_distribution(samples: Iterable[BootSample], *, prior: Prior, half_life_days: float = 14.0) -> LogNormal:
+    """The boot-time distribution that ``samples`` (and the prior) imply."""
+    points = [
+        (math.log(max(s.seconds, 1e-3)), s.censored, recency_weight(s.age_days, half_life_days=half_life_days))
+        for s in samples
+    ]
+    points = [p for p in points if p[2] > 1e-9]
+    p0, w0 = prior.distribution, max(prior.weight, 0.0)
+    if not points:
+        return p0
+    total = w0 + sum(w for _, _, w in points)
+    # Start from the prior blended with the uncensored points; EM then takes the censored ones in.
+    mu, sigma = p0.mu, p0.sigma
+    for _ in range(EM_ROUNDS):
+        sum_y = w0 * p0.mu
+        sum_y2 = w0 * (p0.sigma**2 + p0.mu**2)
+        for y, censored, w in points:
+            if censored:
+                # E[Y | Y > y] and E[Y^2 | Y > y] for Y ~ Normal(mu, sigma).
+                alpha = (y - mu) / sigma
+                tail = 1.0 - _STANDARD.cdf(alpha)
+                hazard = _STANDARD.pdf(alpha) / tail if tail > 1e-12 else alpha + 1.0 / max(alpha, 1e-6)
+                ey = mu + sigma * hazard
+                ey2 = mu**2 + sigma**2 + sigma * (y + mu) * hazard
+            else:
+                ey, ey2 = y, y * y
+            sum_y += w * ey
+            sum_y2 += w * ey2
+        new_mu = sum_y / total
+        new_sigma = max(MIN_SIGMA, math.sqrt(max(sum_y2 / total - new_mu**2, 0.0)))
+        converged = abs(new_mu - mu) < 1e-7 and abs(new_sigma - sigma) < 1e-7
+        mu, sigma = new_mu, new_sigma
+        if converged:
+            break
+    return LogNormal(mu=mu, sigma=sigma)
+
+
+def ready_probability(distributions: Sequence[LogNormal], lead_seconds: float) -> float:
+    """The chance that every host (one distribution each) is ready ``lead_seconds`` after launch."""
+    probability = 1.0
+    for distribution in distributions:
+        probability *= distribution.cdf(lead_seconds)
+    return probability
+
+
+def launch_lead(distributions: Sequence[LogNormal], *, target: float) -> float:
+    """The smallest lead (seconds before ``meet_time``) with every host ready with ``target`` probability."""
+    if not distributions:
+        return 0.0
+    if not 0 < target < 1:
+        raise ValueError(f"ELEPHANT_READY_TARGET must be strictly between 0 and 1 (got {target})")
+    # Each factor must be at least target, so the single-host target-quantile is a lower bound
+    # and the target**(1/n)-quantile of the slowest an upper bound.
+    low = max(d.quantile(target) for d in distributions)
+    high = max(d.quantile(target ** (1.0 / len(distributions))) for d in distributions)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if ready_probability(distributions, middle) >= target:
+            high = middle
+        else:
+            low = middle
+        if high - low < 0.5:
+            break
+    return high
+
+
+def health_timeout(distribution: LogNormal, *, quantile: float, floor_seconds: float, cap_seconds: float) -> float:
+    """How long a host may take before it is judged not to come up: a far quantile of its own boot
+    distribution, kept between ``floor_seconds`` and ``cap_seconds``."""
+    return min(cap_seconds, max(floor_seconds, distribution.quantile(quantile)))

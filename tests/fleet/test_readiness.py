@@ -1,0 +1,86 @@
+"""The learned boot-time distribution and the launch lead it implies (fleet/readiness.py)."""
+
+import math
+import random
+
+import pytest
+
+from fleet.readiness import (
+    BootSample,
+    LogNormal,
+    Prior,
+    boot_distribution,
+    health_timeout,
+    launch_lead,
+    ready_probability,
+)
+
+TRUE = LogNormal.from_median_p95(420, 1100)
+PRIOR = Prior(LogNormal.from_median_p95(300, 600), weight=5)
+
+
+def draw(distribution, n, seed=7):
+    rng = random.Random(seed)
+    return [math.exp(rng.gauss(distribution.mu, distribution.sigma)) for _ in range(n)]
+
+
+def test_a_lognormal_given_by_median_and_p95_has_them():
+    assert TRUE.median == pytest.approx(420)
+    assert TRUE.quantile(0.95) == pytest.approx(1100)
+    assert TRUE.cdf(1100) == pytest.approx(0.95)
+    with pytest.raises(ValueError):
+        LogNormal.from_median_p95(500, 400)
+
+
+def test_without_history_a_key_starts_from_its_prior():
+    assert boot_distribution([], prior=PRIOR) == PRIOR.distribution
+
+
+def test_hosts_that_timed_out_count_as_censored_not_dropped():
+    timeout = 700.0
+    boots = draw(TRUE, 2000)
+    samples = [BootSample(min(b, timeout), censored=b > timeout) for b in boots]
+    assert 0.15 < sum(s.censored for s in samples) / len(samples) < 0.35
+    fitted = boot_distribution(samples, prior=PRIOR)
+    dropped = boot_distribution([s for s in samples if not s.censored], prior=PRIOR)
+    # The censored fit recovers the far tail that the timeout hid; dropping the timeouts
+    # would promise a p99 hundreds of seconds too early.
+    assert fitted.quantile(0.99) == pytest.approx(TRUE.quantile(0.99), rel=0.15)
+    assert dropped.quantile(0.99) < 0.7 * TRUE.quantile(0.99)
+
+
+def test_recent_boots_weigh_more_than_old_ones():
+    old = [BootSample(1000, age_days=60) for _ in range(50)]
+    new = [BootSample(200, age_days=0) for _ in range(10)]
+    fitted = boot_distribution(old + new, prior=PRIOR, half_life_days=7)
+    assert fitted.median < 260
+    unweighted = boot_distribution(old + new, prior=PRIOR, half_life_days=10_000)
+    assert unweighted.median > 700
+
+
+def test_a_few_samples_move_the_estimate_from_the_prior_towards_the_data():
+    few = boot_distribution([BootSample(900) for _ in range(3)], prior=PRIOR)
+    many = boot_distribution([BootSample(900) for _ in range(300)], prior=PRIOR)
+    assert PRIOR.distribution.median < few.median < many.median
+    assert many.median == pytest.approx(900, rel=0.05)
+
+
+def test_the_lead_makes_both_hosts_ready_with_the_target_probability_and_no_more():
+    lead = launch_lead([TRUE, TRUE], target=0.99)
+    assert ready_probability([TRUE, TRUE], lead) >= 0.99
+    assert ready_probability([TRUE, TRUE], lead - 2) < 0.99
+    # Two hosts need more lead than one: each must be ready with about 0.995.
+    assert lead > TRUE.quantile(0.99)
+    assert lead == pytest.approx(TRUE.quantile(math.sqrt(0.99)), rel=0.01)
+    slow = LogNormal.from_median_p95(900, 2000)
+    assert launch_lead([TRUE, slow], target=0.99) > launch_lead([slow], target=0.99)
+    with pytest.raises(ValueError):
+        launch_lead([TRUE], target=1.0)
+
+
+def test_the_health_timeout_comes_from_the_same_distribution_within_bounds():
+    assert health_timeout(TRUE, quantile=0.999, floor_seconds=300, cap_seconds=3600) == pytest.approx(
+        TRUE.quantile(0.999)
+    )
+    fast = LogNormal.from_median_p95(20, 40)
+    assert health_timeout(fast, quantile=0.999, floor_seconds=300, cap_seconds=3600) == 300
