@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from fleet import aws, selectors, services
 from fleet.models import Host, HostEvent
-from meetings.admin import DisplayOnlyInline, meeting_admin_extend
+from meetings.admin import OPERATIONS_ROLE, SUPPORT_ROLE, DisplayOnlyInline, meeting_admin_extend, staff_role_extend
 from meetings.models import ACTIVE_STATUSES, MeetingStatus, TerminationReason
 
 HOST_FIELDS = (
@@ -83,7 +83,7 @@ def _report(modeladmin, request, done: list[str], problems: list[str], verb: str
         modeladmin.message_user(request, " ".join(problems), messages.ERROR)
 
 
-@admin.action(description="Launch now (hosts for the selected scheduled meetings)")
+@admin.action(description="Launch now (hosts for the selected scheduled meetings)", permissions=["change"])
 def launch_now(modeladmin, request, queryset):
     done, problems = [], []
     for meeting in queryset:
@@ -103,7 +103,7 @@ def launch_now(modeladmin, request, queryset):
     _report(modeladmin, request, done, problems, "Launched")
 
 
-@admin.action(description="Terminate now (end the selected meetings and their hosts)")
+@admin.action(description="Terminate now (end the selected meetings and their hosts)", permissions=["change"])
 def terminate_now(modeladmin, request, queryset):
     done, problems = [], []
     for meeting in queryset:
@@ -122,7 +122,7 @@ def terminate_now(modeladmin, request, queryset):
     _report(modeladmin, request, done, problems, "Terminated")
 
 
-@admin.action(description="Re-run health check (of the selected launching or running meetings)")
+@admin.action(description="Re-run health check (of the selected launching or running meetings)", permissions=["change"])
 def rerun_health_check(modeladmin, request, queryset):
     done, problems = [], []
     for meeting in queryset:
@@ -145,6 +145,9 @@ def rerun_health_check(modeladmin, request, queryset):
 
 FLEET_MEETING_ACTIONS = [launch_now, terminate_now, rerun_health_check]
 meeting_admin_extend(inlines=[HostInline, MeetingHostEventInline], actions=FLEET_MEETING_ACTIONS)
+# Hosts are read-only for everyone; the actions above need the meeting's change permission.
+for _role in (SUPPORT_ROLE, OPERATIONS_ROLE):
+    staff_role_extend(_role, ["fleet.view_host", "fleet.view_hostevent"])
 
 
 @admin.register(Host)

@@ -1,4 +1,11 @@
-"""The staff console for meetings. Actions call the same services the pages and tasks use."""
+"""The staff console for meetings. Actions call the same services the pages and tasks use.
+
+Every action names the permission it needs (``allowed_permissions``), so Django offers it only to
+staff who hold it and refuses it to anyone else who posts it; the staff roles that hand those
+permissions out are ``STAFF_ROLES`` below (``manage.py staff_roles``, docs/operations.md).
+"""
+
+from collections.abc import Iterable
 
 from django import forms
 from django.contrib import admin, messages
@@ -49,7 +56,7 @@ def staff_actor(request) -> str:
     return f"staff:{request.user.get_username()}"
 
 
-@admin.action(description="Cancel selected meetings (only while scheduled)")
+@admin.action(description="Cancel selected meetings (only while scheduled)", permissions=["change"])
 def cancel_meetings(modeladmin, request, queryset):
     cancelled, skipped = 0, []
     for meeting in queryset:
@@ -165,6 +172,37 @@ def meeting_admin_extend(*, inlines=(), actions=()) -> None:
     MeetingAdmin.actions = [*MeetingAdmin.actions, *actions]
 
 
+# --- staff roles ------------------------------------------------------------------------------
+SUPPORT_ROLE = "Support (view only)"
+OPERATIONS_ROLE = "Operations"
+# Group name -> the permissions ("app_label.codename") it holds. Support sees everything and changes
+# nothing; Operations also runs every action and edits meetings and API keys. Deleting rows and
+# usage plans stay with superusers. The apps that build on meetings add their models' permissions
+# with staff_role_extend, as they add their admin parts with meeting_admin_extend.
+STAFF_ROLES: dict[str, set[str]] = {
+    SUPPORT_ROLE: {
+        "meetings.view_meeting",
+        "meetings.view_meetingevent",
+        "meetings.view_apikey",
+        "meetings.view_usageplan",
+    },
+    OPERATIONS_ROLE: {
+        "meetings.view_meeting",
+        "meetings.change_meeting",
+        "meetings.view_meetingevent",
+        "meetings.view_apikey",
+        "meetings.add_apikey",
+        "meetings.change_apikey",
+        "meetings.view_usageplan",
+    },
+}
+
+
+def staff_role_extend(role: str, permissions: Iterable[str]) -> None:
+    """Add ``permissions`` ("app_label.codename") to a staff role; called at import by admin modules."""
+    STAFF_ROLES[role] |= set(permissions)
+
+
 # --- API keys and usage plans (the integrators' JSON API, README) ---------------------------
 @admin.register(UsagePlan)
 class UsagePlanAdmin(admin.ModelAdmin):
@@ -179,13 +217,13 @@ class UsagePlanAdmin(admin.ModelAdmin):
         return obj.key_total
 
 
-@admin.action(description="Deactivate selected API keys")
+@admin.action(description="Deactivate selected API keys", permissions=["change"])
 def deactivate_api_keys(modeladmin, request, queryset):
     count = api_key_set_active(keys=queryset, active=False)
     modeladmin.message_user(request, f"Deactivated {count} API key(s).", messages.SUCCESS)
 
 
-@admin.action(description="Reactivate selected API keys")
+@admin.action(description="Reactivate selected API keys", permissions=["change"])
 def activate_api_keys(modeladmin, request, queryset):
     count = api_key_set_active(keys=queryset, active=True)
     modeladmin.message_user(request, f"Reactivated {count} API key(s).", messages.SUCCESS)

@@ -5,6 +5,7 @@ Every response is JSON and carries the configured CORS origin. Errors read
 Anything a caller can send is answered with a 4xx, never a 500.
 """
 
+import codecs
 import json
 from datetime import UTC, datetime
 from functools import wraps
@@ -121,6 +122,9 @@ def _read_json_object(request: HttpRequest) -> tuple[dict | None, JsonResponse |
         return None, _error(
             415, f"Send the body as JSON with 'Content-Type: application/json' (got {content_type or 'none'!r})."
         )
+    charset = request.content_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        return None, _error(415, f"Send the body in UTF-8 ('charset=utf-8' or none; got {charset!r}).")
     too_big = f"The body is larger than {MAX_BODY_BYTES} bytes."
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -131,10 +135,19 @@ def _read_json_object(request: HttpRequest) -> tuple[dict | None, JsonResponse |
     body = request.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         return None, _invalid({"body": [too_big]}, too_big)
+    # UTF-8 only: json.loads would take bytes in UTF-16 or UTF-32 (or with a BOM) as well.
+    if body.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in body:
+        problem = "a byte order mark or NUL bytes (UTF-16 or UTF-32?)"
+        return None, _invalid({"body": [f"Send the body in UTF-8, without {problem}."]}, "The body is not UTF-8.")
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        message = f"Send the body in UTF-8 (byte {problem.start} is not UTF-8)."
+        return None, _invalid({"body": [message]}, "The body is not UTF-8.")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as problem:
-        detail = str(problem) if isinstance(problem, json.JSONDecodeError) else "not valid UTF-8 JSON"
+        detail = "nested too deeply" if isinstance(problem, RecursionError) else str(problem)
         return None, _invalid({"body": [f"Malformed JSON: {detail}."]}, "The body is not valid JSON.")
     if not isinstance(data, dict):
         return None, _invalid({"body": ["Send a JSON object."]}, "The body must be a JSON object.")

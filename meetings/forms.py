@@ -1,13 +1,16 @@
 """The teacher's schedule page: the shared definition of a valid schedule, picked as a local date and time."""
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from meetings.schedule import DurationMinutesField, MeetingScheduleForm, TimeZoneField, validate_meet_time
+from meetings.schedule import (
+    DurationMinutesField,
+    MeetingScheduleForm,
+    TimeZoneField,
+    local_meet_time,
+    validate_meet_time,
+)
 
 COMMON_TIME_ZONES = [
     "UTC",
@@ -85,12 +88,13 @@ class ScheduleForm(MeetingScheduleForm):
         cleaned = super().clean()
         date, time, tz = cleaned.get("date"), cleaned.get("time"), cleaned.get("time_zone")
         if date and time and tz:
-            meet_time = datetime.combine(date, time, tzinfo=ZoneInfo(tz))
             try:
+                meet_time = local_meet_time(date, time, tz)
                 validate_meet_time(meet_time)
             except ValidationError as problem:
                 self.add_error("time", problem)
-            cleaned["meet_time"] = meet_time
+            else:
+                cleaned["meet_time"] = meet_time
         return cleaned
 
     @staticmethod

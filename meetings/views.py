@@ -3,6 +3,7 @@ import re
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -121,6 +122,8 @@ def meeting_calendar(request, meeting_id: str, role: str):
 @require_POST
 def meeting_cancel_view(request, meeting_id: str):
     meeting = _own_meeting(request, meeting_id)
+    if meeting.teacher_id != request.user.pk and not request.user.has_perm("meetings.change_meeting"):
+        raise PermissionDenied("Only the session's teacher, or staff who may change meetings, can cancel it.")
     if meeting_cancel(meeting=meeting, actor=_actor(request)):
         messages.success(request, "The session is cancelled; its links no longer open a desktop.")
     elif meeting.status == MeetingStatus.CANCELLED:

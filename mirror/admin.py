@@ -6,7 +6,14 @@ admin knows nothing of the mirror.
 
 from django.contrib import admin, messages
 
-from meetings.admin import DisplayOnlyInline, meeting_admin_extend, staff_actor
+from meetings.admin import (
+    OPERATIONS_ROLE,
+    SUPPORT_ROLE,
+    DisplayOnlyInline,
+    meeting_admin_extend,
+    staff_actor,
+    staff_role_extend,
+)
 from mirror.models import MirrorBacklog, MirrorState, state_of
 from mirror.services import mirror_backlog, mirror_resync
 
@@ -21,7 +28,7 @@ class MirrorStateInline(DisplayOnlyInline, admin.StackedInline):
     verbose_name = verbose_name_plural = "DynamoDB mirror"
 
 
-@admin.action(description="Resync selected meetings to DynamoDB")
+@admin.action(description="Resync selected meetings to DynamoDB", permissions=["change"])
 def resync_to_dynamodb(modeladmin, request, queryset):
     queued = mirror_resync(meeting_ids=queryset.values_list("pk", flat=True), actor=staff_actor(request))
     modeladmin.message_user(
@@ -30,6 +37,8 @@ def resync_to_dynamodb(modeladmin, request, queryset):
 
 
 meeting_admin_extend(inlines=[MirrorStateInline], actions=[resync_to_dynamodb])
+for _role in (SUPPORT_ROLE, OPERATIONS_ROLE):
+    staff_role_extend(_role, ["mirror.view_mirrorstate", "mirror.view_mirrorbacklog"])
 
 
 @admin.register(MirrorBacklog)
@@ -85,7 +94,11 @@ class MirrorBacklogAdmin(admin.ModelAdmin):
     def error(self, obj: MirrorBacklog) -> str:
         return state_of(obj.meeting).last_error[:200]
 
-    @admin.action(description="Retry the selected meetings now")
+    def has_retry_permission(self, request):
+        # The backlog's rows are never changed here; a retry rewrites meetings, so it takes their change right.
+        return request.user.has_perm("meetings.change_meeting")
+
+    @admin.action(description="Retry the selected meetings now", permissions=["retry"])
     def retry_now(self, request, queryset):
         queued = mirror_resync(meeting_ids=queryset.values_list("meeting_id", flat=True), actor=staff_actor(request))
         self.message_user(request, f"Retrying {queued} meeting(s).", messages.SUCCESS)

@@ -1,5 +1,6 @@
 """The staff console: list, filters, search, event log, read-only fields, actions."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -135,6 +136,14 @@ class TestMeetingChangeForm:
             ("time_zone", "Not/AZone", "Unknown time zone 'Not/AZone'; use an IANA name such as Europe/Berlin."),
             ("duration_minutes", "481", "Duration must be between 1 and 480 minutes."),
             ("student_name", "Stu\x07dent", "Control characters are not allowed."),
+            # Issue 12: a zone directory used to be saved and then break the whole meeting list.
+            ("time_zone", "America", "Unknown time zone 'America'; use an IANA name such as Europe/Berlin."),
+            ("duration_minutes", "100000", "Duration must be between 1 and 480 minutes."),
+            (
+                "student_name",
+                "Stu\u202eent",
+                "Invisible formatting characters (such as right-to-left marks or zero-width spaces) are not allowed.",
+            ),
         ],
     )
     def test_an_invalid_schedule_is_refused_with_a_field_error(self, staff_client, field, value, message):
@@ -169,6 +178,15 @@ class TestMeetingChangeForm:
         )
         assert list(response.context["adminform"].form.errors) == ["meet_time"]
 
+    def test_a_new_time_beyond_the_window_is_refused(self, staff_client):
+        meeting = make_meeting()
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/",
+            change_form(meeting, meet_time_0="9999-12-31", meet_time_1="23:00:00"),
+        )
+        assert response.context["adminform"].form.errors == {"meet_time": ["That time is more than 365 days ahead."]}
+        assert staff_client.get("/admin/meetings/meeting/").status_code == 200
+
     def test_an_untouched_time_that_has_passed_does_not_block_other_edits(self, staff_client):
         from django.utils import timezone
 
@@ -179,3 +197,116 @@ class TestMeetingChangeForm:
         assert response.status_code == 302, response.context["adminform"].form.errors
         meeting.refresh_from_db()
         assert meeting.student_name == "New Name"
+
+
+# --- staff roles: every action needs its permission (issue 12) ---------------------------------------
+ELEPHANT_APPS = ("meetings", "fleet", "mirror")
+MEETING_ACTIONS = {"cancel_meetings", "launch_now", "terminate_now", "rerun_health_check", "resync_to_dynamodb"}
+
+
+@pytest.fixture
+def roles(db):
+    from django.core.management import call_command
+
+    call_command("staff_roles", stdout=io.StringIO())
+
+
+def staff_in(role: str, username: str):
+    from django.contrib.auth.models import Group
+
+    from tests.factories import make_teacher
+
+    user = make_teacher(username, is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    return type(user).objects.get(pk=user.pk)  # a fresh copy: no cached permissions
+
+
+def every_view_permission_user():
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import make_teacher
+
+    user = make_teacher("viola", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label__in=ELEPHANT_APPS, codename__startswith="view_")
+    )
+    return type(user).objects.get(pk=user.pk)
+
+
+def offered_actions(user) -> dict[str, set[str]]:
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    return {
+        model._meta.label: set(model_admin.get_actions(request))
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label in ELEPHANT_APPS and model_admin.has_view_permission(request)
+    }
+
+
+@pytest.mark.django_db
+class TestStaffRoles:
+    def test_a_view_only_user_is_offered_no_action_anywhere(self, roles):
+        for user in (every_view_permission_user(), staff_in("Support (view only)", "vera")):
+            offered = offered_actions(user)
+            assert "meetings.Meeting" in offered and "meetings.ApiKey" in offered and "mirror.MirrorBacklog" in offered
+            assert offered == dict.fromkeys(offered, set())
+
+    def test_operations_is_offered_every_action(self, roles):
+        offered = offered_actions(staff_in("Operations", "otto"))
+        assert offered["meetings.Meeting"] == MEETING_ACTIONS
+        assert offered["meetings.ApiKey"] == {"deactivate_api_keys", "activate_api_keys"}
+        assert offered["mirror.MirrorBacklog"] == {"retry_now"}
+
+    @pytest.mark.parametrize("action", sorted(MEETING_ACTIONS))
+    def test_a_view_only_user_cannot_run_a_meeting_action(self, client, roles, action):
+        scheduled = make_meeting()
+        running = make_meeting(status=MeetingStatus.IN_PROGRESS)
+        client.force_login(staff_in("Support (view only)", "vera"))
+        response = client.post(
+            "/admin/meetings/meeting/", {"action": action, "_selected_action": [scheduled.id, running.id]}
+        )
+        assert response.status_code in (200, 302)
+        for meeting in (scheduled, running):
+            stored = type(meeting).objects.get(pk=meeting.pk)
+            assert (stored.status, stored.version) == (meeting.status, meeting.version)
+            assert not stored.events.exists()
+
+    def test_a_view_only_user_cannot_reactivate_an_api_key(self, client, roles):
+        from meetings.models import ApiKey, UsagePlan
+
+        key = ApiKey.objects.create(
+            name="old", prefix="p1", key_hash="x", plan=UsagePlan.objects.create(name="p"), is_active=False
+        )
+        client.force_login(staff_in("Support (view only)", "vera"))
+        client.post("/admin/meetings/apikey/", {"action": "activate_api_keys", "_selected_action": [key.pk]})
+        key.refresh_from_db()
+        assert not key.is_active
+
+        client.force_login(staff_in("Operations", "otto"))
+        client.post("/admin/meetings/apikey/", {"action": "activate_api_keys", "_selected_action": [key.pk]})
+        key.refresh_from_db()
+        assert key.is_active
+
+    def test_the_command_keeps_each_group_to_its_role(self, roles):
+        from django.contrib.auth.models import Group, Permission
+        from django.core.management import call_command
+
+        support = Group.objects.get(name="Support (view only)")
+        support.permissions.add(Permission.objects.get(codename="delete_meeting"))
+        call_command("staff_roles", stdout=io.StringIO())
+        codenames = set(support.permissions.values_list("codename", flat=True))
+        assert codenames and all(name.startswith("view_") for name in codenames)
+
+    def test_the_command_makes_a_user_staff_in_one_role(self, roles):
+        from django.core.management import call_command
+
+        from tests.factories import make_teacher
+
+        user = make_teacher("vera")
+        call_command("staff_roles", "--user", "vera", "--role", "Support (view only)", stdout=io.StringIO())
+        call_command("staff_roles", "--user", "vera", "--role", "Operations", stdout=io.StringIO())
+        user.refresh_from_db()
+        assert user.is_staff and list(user.groups.values_list("name", flat=True)) == ["Operations"]

@@ -172,8 +172,8 @@ def test_wrong_types(api, field, value):
         ("meet_time", "tomorrow at three", "ISO 8601"),
         ("meet_time", "2026-11-21T15:00:00Z" + " " * 100, "Too long"),
         ("meet_time", "2026-11-21T10:00:00Z", "30 minutes in the past"),
-        ("meet_time", "9999-12-31T23:00:00-05:00", "range"),
-        ("meet_time", "0001-01-01T00:00:00+05:00", "range"),
+        ("meet_time", "9999-12-31T23:00:00-05:00", "days ahead"),
+        ("meet_time", "0001-01-01T00:00:00+05:00", "in the past"),
         ("time_zone", "Mars/Olympus_Mons", "Unknown time zone"),
         ("time_zone", "../../../etc/passwd", "Unknown time zone"),
         ("time_zone", "Europe/Berlin\x00", "Unknown time zone"),
@@ -234,6 +234,59 @@ def test_wrong_content_type_is_415(api, content_type):
 
 def test_json_content_type_with_charset_is_fine(api):
     assert api.post(VALID, content_type="application/json; charset=utf-8").status_code == 201
+
+
+# --- UTF-8 only, and values that used to answer 500 (issue 12) ---------------------------------------
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps(VALID).encode("utf-16"),  # with its BOM
+        json.dumps(VALID).encode("utf-16-le"),
+        json.dumps(VALID).encode("utf-16-be"),
+        json.dumps(VALID).encode("utf-32"),
+        json.dumps(VALID).encode("utf-8-sig"),
+    ],
+    ids=["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-bom"],
+)
+def test_a_body_not_in_utf8_is_refused(api, raw):
+    errors = assert_invalid(api.post(raw), "body")
+    assert errors["body"][0].startswith("Send the body in UTF-8")
+    assert not Meeting.objects.exists()
+
+
+def test_invalid_utf8_names_the_byte(api):
+    errors = assert_invalid(api.post(b'{"teacher_name": "T\xe9"}'), "body")
+    assert errors["body"] == ["Send the body in UTF-8 (byte 19 is not UTF-8)."]
+
+
+def test_a_charset_other_than_utf8_is_415(api):
+    response = api.client.generic(
+        "POST", URL, json.dumps(VALID).encode("utf-16"), "application/json; charset=utf-16", headers=api.headers
+    )
+    assert response.status_code == 415
+    assert "UTF-8" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw_field", "field"),
+    [
+        ('"student_name": "Stu\\ud800"', "student_name"),
+        ('"teacher_name": "\\udfff"', "teacher_name"),
+        ('"student_name": "\\u202eStu"', "student_name"),
+        ('"time_zone": "America"', "time_zone"),
+        ('"time_zone": "Etc"', "time_zone"),
+        ('"time_zone": "Europe"', "time_zone"),
+        ('"time_zone": "\\ud800"', "time_zone"),
+        ('"meet_time": "9999-12-31T23:59:59-08:00"', "meet_time"),
+        ('"meet_time": "2027-11-21T12:00:01Z"', "meet_time"),
+    ],
+)
+def test_values_that_used_to_answer_500_get_a_field_message(api, raw_field, field):
+    body = json.dumps(VALID)[:-1] + ", " + raw_field + "}"
+    body = body.replace('"meet_time": "2026-11-21T15:00:00Z", ', "") if field == "meet_time" else body
+    errors = assert_invalid(api.post(body), field)
+    assert errors[field][0]
+    assert not Meeting.objects.exists()
 
 
 # --- keys -----------------------------------------------------------------------------------------

@@ -130,6 +130,49 @@ class TestCancel:
         meeting = make_meeting(teacher=teacher)
         assert teacher_client.get(f"/meetings/{meeting.id}/cancel").status_code == 405
 
+    def test_staff_cancel_only_with_the_change_permission(self, client, teacher):
+        from django.contrib.auth.models import Permission
+
+        meeting = make_meeting(teacher=teacher)
+        viewer = make_teacher("vera", is_staff=True)
+        viewer.user_permissions.add(Permission.objects.get(codename="view_meeting"))
+        client.force_login(viewer)
+        assert 'id="cancel-form"' not in client.get(f"/meetings/{meeting.id}").content.decode()
+        assert client.post(f"/meetings/{meeting.id}/cancel").status_code == 403
+        meeting.refresh_from_db()
+        assert meeting.status == MeetingStatus.SCHEDULED and not meeting.events.exists()
+
+        operator = make_teacher("otto", is_staff=True)
+        operator.user_permissions.add(Permission.objects.get(codename="change_meeting"))
+        client.force_login(operator)
+        assert 'id="cancel-form"' in client.get(f"/meetings/{meeting.id}").content.decode()
+        client.post(f"/meetings/{meeting.id}/cancel")
+        meeting.refresh_from_db()
+        assert meeting.status == MeetingStatus.CANCELLED
+        assert meeting.events.get().actor == "teacher:otto"
+
+
+AWS_ERROR = (
+    "An error occurred (UnauthorizedOperation) when calling the RunInstances operation: You are not authorized "
+    "to perform this operation. subnet-0a1b2c3d, ami-0123456789abcdef0"
+)
+
+
+@pytest.mark.django_db
+def test_teachers_get_words_for_a_failure_and_staff_the_raw_error(teacher_client, teacher, client):
+    from meetings.services import meeting_fail
+
+    meeting = make_meeting(teacher=teacher)
+    meeting_fail(meeting=meeting, reason="LAUNCH_FAILED", error=AWS_ERROR)
+    page = teacher_client.get(f"/meetings/{meeting.id}").content.decode()
+    assert "a problem on our side" in page
+    for raw in ("UnauthorizedOperation", "subnet-0a1b2c3d", "ami-0123456789abcdef0", "RunInstances"):
+        assert raw not in page
+
+    client.force_login(make_teacher("sam", is_staff=True, is_superuser=True))
+    page = client.get(f"/meetings/{meeting.id}").content.decode()
+    assert "UnauthorizedOperation" in page and f"/admin/meetings/meeting/{meeting.id}/change/" in page
+
 
 @pytest.mark.django_db
 def test_control_characters_in_the_student_name_are_refused(teacher_client):

@@ -59,6 +59,21 @@ class TestDefinition:
             ("time_zone", "Not/AZone", "Unknown time zone 'Not/AZone'; use an IANA name such as Europe/Berlin."),
             ("time_zone", " UTC", "Unknown time zone ' UTC'"),
             ("duration_minutes", 0, "Duration must be between 1 and 480 minutes."),
+            # Issue 12: what used to pass the rules and then fail on insert, on a page or in a calendar.
+            ("student_name", "Stu\ud800", "Not valid Unicode text (a lone surrogate)."),
+            ("student_name", "\u202eтнеduts", "Invisible formatting characters"),
+            ("student_name", "Stu\u200bdent", "Invisible formatting characters"),
+            ("teacher_name", "Tina\u2066Teacher", "Invisible formatting characters"),
+            ("time_zone", "America", "Unknown time zone 'America'"),
+            ("time_zone", "Europe", "Unknown time zone 'Europe'"),
+            ("time_zone", "Etc", "Unknown time zone 'Etc'"),
+            ("time_zone", "zone.tab", "Unknown time zone 'zone.tab'"),
+            ("time_zone", "localtime", "Unknown time zone 'localtime'"),
+            ("time_zone", "\ud800", "Unknown time zone"),
+            ("meet_time", NOW + timedelta(days=365, seconds=1), "That time is more than 365 days ahead."),
+            ("meet_time", "9999-12-31T23:00:00-08:00", "That time is more than 365 days ahead."),
+            ("meet_time", datetime(9999, 12, 31, 23, tzinfo=UTC), "That time is more than 365 days ahead."),
+            ("meet_time", "0001-01-01T00:00:00+01:00", "That time is more than 30 minutes in the past."),
         ],
     )
     def test_each_rule_gives_one_message(self, field, value, message):
@@ -74,6 +89,17 @@ class TestDefinition:
             "duration_minutes": ["Duration must be between 1 and 90 minutes."],
             "meet_time": ["That time is more than 5 minutes in the past."],
         }
+
+    def test_the_furthest_date_follows_the_setting(self, settings):
+        settings.ELEPHANT_MAX_SCHEDULE_AHEAD_DAYS = 7
+        assert schedule_clean({"meet_time": NOW + timedelta(days=7)})[1] == {}
+        assert schedule_clean({"meet_time": NOW + timedelta(days=7, seconds=1)})[1] == {
+            "meet_time": ["That time is more than 7 days ahead."]
+        }
+
+    @pytest.mark.parametrize("name", ["Zoë Ångström", "José 🐘", "Мария", "李小龙", "O'Brien-Smith", "עדי כהן"])
+    def test_ordinary_names_pass(self, name):
+        assert schedule_clean({"student_name": name})[1] == {}
 
     def test_only_the_fields_given_are_judged(self):
         assert schedule_clean({"time_zone": "Asia/Tokyo"}) == ({"time_zone": "Asia/Tokyo"}, {})
@@ -147,10 +173,86 @@ def _api_errors(**overrides) -> dict[str, list[str]]:
             "time",
             "meet_time",
         ),
+        ({"student_name": "Stu\u202eent"}, {"student_name": "Stu\u202eent"}, "student_name", "student_name"),
+        ({"student_name": "Stu\ud800"}, {"student_name": "Stu\ud800"}, "student_name", "student_name"),
+        ({"time_zone": "America"}, {"time_zone": "America"}, "time_zone", "time_zone"),
+        (
+            {"date": "2027-11-22", "time": "10:00", "time_zone": "UTC"},
+            {"meet_time": "2027-11-22T10:00:00Z"},
+            "time",
+            "meet_time",
+        ),
     ],
-    ids=["control-characters", "long-name", "email", "time-zone", "long-duration", "no-duration", "past"],
+    ids=[
+        "control-characters",
+        "long-name",
+        "email",
+        "time-zone",
+        "long-duration",
+        "no-duration",
+        "past",
+        "bidi-override",
+        "lone-surrogate",
+        "zone-directory",
+        "too-far-ahead",
+    ],
 )
 def test_the_page_and_the_api_give_the_same_message(page, api, page_field, api_field):
     page_errors, api_errors = _page_errors(**page), _api_errors(**api)
     assert list(page_errors) == [page_field] and list(api_errors) == [api_field]
     assert page_errors[page_field] == api_errors[api_field]
+
+
+# --- wall-clock times the clocks skip or pass twice (the teacher's page picks a local date and time) -----
+@pytest.fixture
+def teacher_client(db, client):
+    from tests.factories import make_teacher
+
+    client.force_login(make_teacher())
+    return client
+
+
+def _schedule(client, **overrides):
+    data = {
+        "student_name": "Stu Student",
+        "student_email": "",
+        "date": "2026-11-22",
+        "time": "09:30",
+        "time_zone": "Europe/Berlin",
+        "duration_minutes": "60",
+    }
+    return client.post("/meetings/new", {**data, **overrides})
+
+
+def test_a_time_the_clocks_skip_is_refused_with_a_message(teacher_client):
+    # 2027-03-28: Berlin's clocks jump from 02:00 to 03:00; 02:30 is no moment at all.
+    response = _schedule(teacher_client, date="2027-03-28", time="02:30")
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "time": [
+            "02:30 does not exist on 2027-03-28 in Europe/Berlin: the clocks skip it (they jump to 03:30). "
+            "Pick another time."
+        ]
+    }
+    assert not Meeting.objects.exists()
+
+
+def test_a_time_the_clocks_pass_twice_is_the_first_and_the_page_shows_its_offset(teacher_client):
+    # 2027-10-31: Berlin's clocks go back from 03:00 to 02:00; 02:30 happens at +02:00, then at +01:00.
+    response = _schedule(teacher_client, date="2027-10-31", time="02:30")
+    meeting = Meeting.objects.get()
+    assert response.status_code == 302
+    assert meeting.meet_time == datetime(2027, 10, 31, 0, 30, tzinfo=UTC)
+    page = teacher_client.get(f"/meetings/{meeting.id}").content.decode()
+    assert "Sunday 31 October 2027, 02:30" in page and "(Europe/Berlin, UTC+02:00, 60 minutes)" in page
+
+
+@pytest.mark.parametrize(
+    ("date", "time_zone"),
+    [("9999-12-31", "America/Los_Angeles"), ("9999-12-31", "UTC"), ("2027-11-22", "UTC"), ("0001-01-01", "Asia/Tokyo")],
+)
+def test_dates_beyond_the_window_are_refused_on_the_page_never_a_500(teacher_client, date, time_zone):
+    response = _schedule(teacher_client, date=date, time="23:30", time_zone=time_zone)
+    assert response.status_code == 200
+    assert list(response.context["form"].errors) == ["time"]
+    assert not Meeting.objects.exists()
