@@ -4,7 +4,9 @@ external authentication.
 Join: ``GET /join/<meeting_id>/<role>?t=<token>`` (ARCHITECTURE.md section 6, docs/api.md). It
 lives in the fleet because it hands out the fleet's desktop; what it says is meetings' data.
 
-DCV external authentication: ``POST /dcv/auth/<instance_id>`` (ARCHITECTURE.md section 6).
+DCV external authentication: ``POST /dcv/auth/<instance_id>`` (ARCHITECTURE.md section 6). A
+successful one is a participant reaching the desktop, so it is what starts the session
+(``meeting_start_on_join``); the join endpoint only hands out links and never starts one.
 
 Each host's DCV server is configured (by its agent, at boot) with
 ``auth-token-verifier="<ELEPHANT_PUBLIC_URL>/dcv/auth/<its instance id>"``, so the verifier
@@ -25,6 +27,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from elephant.logs import log_safe
 from fleet.dcv import DcvTokenRejected, dcv_token_issue, dcv_token_redeem
 from fleet.models import LIVE_HOST_STATES, Host
 from fleet.selectors import meeting_get_for_join
@@ -105,7 +108,8 @@ def join(request, meeting_id: str, role: str):
         }
         return _join_response(request, 202, payload, context)
 
-    meeting_start_on_join(meeting=meeting, role=role)
+    # Handing out the link starts nothing: a link-preview bot or the waiting room's own poll gets it
+    # too. The session starts when a participant signs in to the desktop (dcv_auth below).
     auth_token = dcv_token_issue(meeting_id=meeting.id, role=role, instance_id=meeting.role_instance_id or "")
     dcv_url = f"{link}?authToken={auth_token}#{settings.ELEPHANT_DCV_SESSION_ID}"
     return _join_response(request, 200, {"dcv_url": dcv_url, "status": meeting.status}, context)
@@ -135,17 +139,24 @@ def dcv_auth(request, instance_id: str = ""):
     try:
         grant = dcv_token_redeem(token=token, instance_id=instance_id)
     except DcvTokenRejected as exc:
-        logger.info("DCV auth refused for %s from %s: %s", instance_id, client, exc)
+        logger.info("DCV auth refused for %s from %s: %s", log_safe(instance_id), log_safe(client), exc)
         return _auth_answer(refusal=f"Authentication refused: {exc}.")
-    host_is_current = (
+    current_host = (
         Host.objects.filter(
             meeting_id=grant.meeting_id, role=grant.role, instance_id=instance_id, state__in=LIVE_HOST_STATES
         )
         .exclude(meeting__status__in=TERMINAL_STATUSES)
-        .exists()
+        .select_related("meeting")
+        .first()
     )
-    if not host_is_current:
-        logger.info("DCV auth refused for %s: not a live host of %s/%s", instance_id, grant.meeting_id, grant.role)
+    if current_host is None:
+        logger.info(
+            "DCV auth refused for %s: not a live host of %s/%s", log_safe(instance_id), grant.meeting_id, grant.role
+        )
         return _auth_answer(refusal="Authentication refused: this host no longer serves the meeting.")
-    logger.info("DCV auth accepted: %s %s on %s from %s", grant.meeting_id, grant.role, instance_id, client)
+    logger.info(
+        "DCV auth accepted: %s %s on %s from %s", grant.meeting_id, grant.role, log_safe(instance_id), log_safe(client)
+    )
+    # A participant has reached the desktop: the first one starts the session (HEALTHY -> IN_PROGRESS, once).
+    meeting_start_on_join(meeting=current_host.meeting, role=grant.role)
     return _auth_answer(username=settings.ELEPHANT_DCV_USERNAME or grant.role)

@@ -1,6 +1,7 @@
 """POST /dcv/auth: DCV's external authenticator, and the stand-in that calls it like DCV does."""
 
 import re
+import threading
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -104,6 +105,74 @@ def test_a_token_for_a_host_that_no_longer_serves_is_refused(client, ready):
     assert verdict(post(client, token, other_host.instance_id))[0] == "no"
 
 
+# --- a participant on the desktop starts the session (issue 12, item 15) ----------------------------
+def test_the_first_successful_authentication_starts_the_session_once(client, ready):
+    meeting, host = ready
+    student = Host.objects.get(meeting=meeting, role="student")
+    foreign = dcv_token_issue(meeting_id=meeting.pk, role="student", instance_id=student.instance_id)
+    assert verdict(post(client, "garbage", host.instance_id))[0] == "no"
+    assert verdict(post(client, foreign, host.instance_id))[0] == "no"
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY and not meeting.events.exists()
+
+    token = dcv_token_issue(meeting_id=meeting.pk, role="teacher", instance_id=host.instance_id)
+    assert verdict(post(client, token, host.instance_id)) == ("yes", "teacher")
+    assert verdict(post(client, foreign, student.instance_id)) == ("yes", "student")
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.IN_PROGRESS and meeting.started_at is not None
+    starts = meeting.events.filter(to_status=MeetingStatus.IN_PROGRESS)
+    assert [(e.from_status, e.actor) for e in starts] == [(MeetingStatus.HEALTHY, "teacher")]
+
+
+def test_a_refused_authentication_on_a_retired_host_starts_nothing(client, ready):
+    meeting, host = ready
+    token = dcv_token_issue(meeting_id=meeting.pk, role="teacher", instance_id=host.instance_id)
+    Host.objects.filter(pk=host.pk).update(state=HostState.TERMINATING)
+    assert verdict(post(client, token, host.instance_id))[0] == "no"
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY
+
+
+def test_concurrent_first_sign_ins_start_the_meeting_exactly_once(require_postgres, live_server, transactional_db):
+    """Teacher and student reach their desktops at the same moment: real concurrent requests on PostgreSQL."""
+    meetings = [make_ready_meeting() for _ in range(5)]
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def sign_in(instance_id: str, token: str, barrier: threading.Barrier):
+        session = requests.Session()
+        barrier.wait()
+        response = session.post(
+            f"{live_server.url}/dcv/auth/{instance_id}",
+            data={"sessionId": "console", "authenticationToken": token, "clientAddress": "203.0.113.9"},
+            timeout=30,
+        )
+        with lock:
+            results.append(response.text[:18])
+
+    for meeting in meetings:
+        hosts = {h.role: h.instance_id for h in Host.objects.filter(meeting=meeting)}
+        barrier = threading.Barrier(6)
+        threads = [
+            threading.Thread(
+                target=sign_in,
+                args=(hosts[role], dcv_token_issue(meeting_id=meeting.pk, role=role, instance_id=hosts[role]), barrier),
+            )
+            for role in ["teacher", "student"] * 3
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert results == ['<auth result="yes"'] * 30
+    for meeting in meetings:
+        meeting.refresh_from_db()
+        assert meeting.status == MeetingStatus.IN_PROGRESS
+        assert meeting.version == 2
+        assert meeting.events.filter(to_status=MeetingStatus.IN_PROGRESS).count() == 1
+
+
 def test_only_post(client):
     assert client.get("/dcv/auth/i-0123").status_code == 405
 
@@ -154,3 +223,17 @@ def test_the_stand_in_is_not_ready_during_the_simulated_boot(standin_port, ec2):
         assert int(response.headers["Retry-After"]) > 3000
     finally:
         server.RequestHandlerClass.standin.boot_seconds = 0
+
+
+def test_untrusted_values_reach_the_log_as_one_line(client, ready, caplog):
+    """A client address or an instance id with a line feed cannot add a forged line to the log."""
+    meeting, host = ready
+    forged = "203.0.113.9\n2026-12-02 12:00:00,000 INFO fleet.views DCV auth accepted: x teacher on i-0 from 1.2.3.4"
+    token = dcv_token_issue(meeting_id=meeting.pk, role="teacher", instance_id=host.instance_id)
+    with caplog.at_level("INFO", logger="fleet.views"):
+        client.post("/dcv/auth/i-0bad%0D%0Aforged\x1b[2K", {"authenticationToken": token, "clientAddress": forged})
+        client.post(f"/dcv/auth/{host.instance_id}", {"authenticationToken": token, "clientAddress": forged})
+    lines = [record.getMessage() for record in caplog.records if record.name == "fleet.views"]
+    assert len(lines) == 2 and all(line.isprintable() for line in lines)
+    assert lines[0].startswith("DCV auth refused for i-0bad\\r\\nforged\\x1b[2K from 203.0.113.9\\n2026-12-02 12:00")
+    assert lines[1].startswith("DCV auth accepted: ") and "from 203.0.113.9\\n2026-12-02 12:00" in lines[1]

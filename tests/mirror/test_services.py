@@ -4,6 +4,7 @@
 
 import logging
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import time_machine
 from django.conf import settings
@@ -180,6 +181,11 @@ def test_outage_joins_keep_working_and_the_mirror_catches_up(ddb, client):
         token = participant_token(meeting_id=meeting.id, role="teacher")
         response = client.get(f"/join/{meeting.id}/teacher?t={token}", HTTP_ACCEPT="application/json")
         assert response.status_code == 200 and "dcv_url" in response.json()
+        # The teacher reaches the desktop: DCV's authentication starts the session, DynamoDB or not.
+        auth_token = parse_qs(urlsplit(response.json()["dcv_url"]).query)["authToken"][0]
+        instance_id = meeting.hosts.get(role="teacher").instance_id
+        signed_in = client.post(f"/dcv/auth/{instance_id}", {"authenticationToken": auth_token})
+        assert signed_in.content.startswith(b'<auth result="yes">')
         meeting.refresh_from_db()
         assert meeting.status == MeetingStatus.IN_PROGRESS
         meeting_record_change(meeting=other, reason="STAFF_EDIT", fields={"student_name": "Sue"})
