@@ -15,7 +15,7 @@ round trips per second, p50/p99 round-trip time and the ratios to the baseline, 
 resident memory per idle connection of one Elephant daphne holding ``--idle`` sockets
 (joined into rooms in pairs). The driver runs in this process and shares the CPUs with the
 servers, as it does for every target. The per-connection rate limit is lifted for the
-run (ELEPHANT_SIGNALLING_RATE_*): it is policy, not relay cost.
+run (ELEPHANT_SIGNALLING_RATE_*, and the socket caps and join deadline): it is policy, not relay cost.
 """
 
 import argparse
@@ -277,6 +277,9 @@ def make_env(workdir: Path, redis_url: str) -> dict:
         REDIS_URL=redis_url,
         ELEPHANT_SIGNALLING_RATE_PER_SECOND="1000000",
         ELEPHANT_SIGNALLING_RATE_BURST="1000000",
+        ELEPHANT_SIGNALLING_MAX_SOCKETS="1000000",  # the caps too: every bench socket comes from 127.0.0.1
+        ELEPHANT_SIGNALLING_MAX_SOCKETS_PER_ADDRESS="1000000",
+        ELEPHANT_SIGNALLING_JOIN_SECONDS="600",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -21,6 +21,7 @@ no ``aclose_old_connections`` (only the task per frame left) 0.26x, 26.7 KiB.
 import asyncio
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -33,8 +34,9 @@ from django.conf import settings
 
 from meetings.models import MEETING_ID_REGEX
 from signalling.hub import frame, get_hub
-from signalling.limits import TokenBucket
+from signalling.limits import TokenBucket, socket_counts
 from signalling.selectors import meeting_access
+from signalling.services import meeting_start_from_room
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,29 @@ CLOSE_TOO_BIG = 1009  # a frame larger than MAX_FRAME_BYTES; daphne itself close
 CLOSE_SEND_FAILED = 1011  # a send to this socket failed (it was closing already)
 CLOSE_AUTH_FAILED = 4003  # ELEPHANT_SIGNALLING_AUTH_FAILURES failed joinRoom/subscribe attempts
 CLOSE_REPLACED = 4009  # the same participant connected again; this older socket is closed
-CLOSE_IDLE = 4408  # in no room and no subscription, and silent for ELEPHANT_SIGNALLING_IDLE_SECONDS
+# In no room and no subscription ELEPHANT_SIGNALLING_JOIN_SECONDS after connecting, or
+# ELEPHANT_SIGNALLING_IDLE_SECONDS after leaving the last one. No frame resets that clock.
+CLOSE_IDLE = 4408
+CLOSE_TOO_MANY_SOCKETS = 4429  # over ELEPHANT_SIGNALLING_MAX_SOCKETS(_PER_ADDRESS): refused on connect
 
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_ROOMS_PER_CONNECTION = 8
 _MEETING_ID = re.compile(MEETING_ID_REGEX)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: no JSON number can say what it became
+        raise ValueError(f"{text[:32]} is out of range")
+    return value
+
+
+# Strict JSON: NaN, Infinity and out-of-range numbers are refused, never relayed as non-JSON.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 class SignallingConsumer(AsyncJsonWebsocketConsumer):
@@ -89,16 +109,25 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         self.rate_error_at = 0.0
         self.max_message = settings.ELEPHANT_SIGNALLING_MAX_MESSAGE_BYTES
         self.idle_seconds = settings.ELEPHANT_SIGNALLING_IDLE_SECONDS
-        self.last_frame_at = time.monotonic()
         self.idle_timer = None
         self.closing_task = None
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         self.url_token = (query.get("t") or [None])[0]
+        self.address = (self.scope.get("client") or [None])[0]
         self.hub = await get_hub()
-        self.closed = False
+        self.sockets = socket_counts()
+        if not self.sockets.claim(
+            self.address,
+            per_process=settings.ELEPHANT_SIGNALLING_MAX_SOCKETS,
+            per_address=settings.ELEPHANT_SIGNALLING_MAX_SOCKETS_PER_ADDRESS,
+        ):
+            # Accepted first, so that the client sees the code rather than a failed handshake.
+            await self.accept()
+            return await super().close(CLOSE_TOO_MANY_SOCKETS)
+        self.closed = False  # from here on _release gives the slot back
         await self.accept()
         await self.send_frame(type="connected", connectionId=self.connection_id)
-        self._arm_idle_timer()
+        self._arm_idle_timer(settings.ELEPHANT_SIGNALLING_JOIN_SECONDS)
 
     async def disconnect(self, code):
         await self._release()
@@ -114,6 +143,7 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         if self.closed:
             return
         self.closed = True
+        self.sockets.release(self.address)
         if self.idle_timer is not None:
             self.idle_timer.cancel()
         for room_id in list(self.rooms):
@@ -138,6 +168,10 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         self.rooms.discard(room_id)
         await self.close(CLOSE_REPLACED)
 
+    async def room_closed(self, room_id: str) -> None:
+        self.rooms.discard(room_id)
+        self._arm_idle_timer(self.idle_seconds)
+
     # --- frames ---------------------------------------------------------------------------
     async def send_frame(self, **fields) -> None:
         await self.deliver(frame(**fields))
@@ -151,28 +185,28 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.closed:
             return
-        self.last_frame_at = time.monotonic()
-        if text_data is None:
-            if len(bytes_data or b"") > MAX_FRAME_BYTES:
-                return await self.close(CLOSE_TOO_BIG)
-            return await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
-        size = len(text_data)
-        if size * 4 > self.max_message:  # only then can the UTF-8 form be too large
-            size = len(text_data.encode())
-            if size > MAX_FRAME_BYTES:
-                return await self.close(CLOSE_TOO_BIG)
-            if size > self.max_message:
-                return await self.send_error("too_large", f"Frames are limited to {self.max_message} bytes.")
+        # Every frame spends from the bucket first, binary and oversize ones included.
         if not self.bucket.take():
             now = time.monotonic()
             if now - self.rate_error_at >= 1.0:  # one error a second, the rest are dropped silently
                 self.rate_error_at = now
                 await self.send_error("rate_limited", "Too many frames; this one was dropped. Slow down.")
             return
+        if text_data is None:
+            if len(bytes_data or b"") > MAX_FRAME_BYTES:
+                return await self.close(CLOSE_TOO_BIG)
+            return await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
+        size = len(text_data)
+        if size * 4 > self.max_message:  # only then can the UTF-8 form be too large
+            size = len(text_data.encode(errors="surrogatepass"))
+            if size > MAX_FRAME_BYTES:
+                return await self.close(CLOSE_TOO_BIG)
+            if size > self.max_message:
+                return await self.send_error("too_large", f"Frames are limited to {self.max_message} bytes.")
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            return await self.send_error("bad_json", "The frame is not valid JSON.")
+            content = _decoder.decode(text_data)
+        except (ValueError, RecursionError):  # RecursionError: 50,000 '[' fit in a frame
+            return await self.send_error("bad_json", "The frame is not valid JSON (NaN and Infinity are not).")
         if not isinstance(content, dict):
             return await self.send_error("bad_frame", 'A frame must be a JSON object with an "action".')
         action = content.get("action")
@@ -180,13 +214,14 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             if action is None:
                 return await self.send_error("unknown_action", 'The frame has no "action".')
-            return await self.send_error("unknown_action", f"Unknown action {str(action)[:64]!r}.", action)
+            shown = str(action)[:64]
+            return await self.send_error("unknown_action", f"Unknown action {shown!r}.", shown)
         await handler(self, content)
 
     # --- actions --------------------------------------------------------------------------
     async def send_msg_to_room(self, content: dict) -> None:
         room_id = content.get("roomId")
-        if room_id not in self.rooms:
+        if not isinstance(room_id, str) or room_id not in self.rooms:
             return await self.send_error("not_joined", "Join the room before sending to it.", "sendMsgToRoom")
         if "message" not in content:
             return await self.send_error("bad_request", 'sendMsgToRoom needs a "message".', "sendMsgToRoom")
@@ -197,7 +232,10 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
                 return await self.send_error("bad_request", "message is not valid Unicode.", "sendMsgToRoom")
             text = message
         else:
-            text = json.dumps(message, separators=(",", ":"))
+            try:
+                text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+            except (ValueError, RecursionError):
+                return await self.send_error("bad_request", "message is nested too deeply.", "sendMsgToRoom")
         await self.hub.relay(self, room_id, text)
 
     async def join_room(self, content: dict) -> None:
@@ -232,14 +270,16 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         self._disarm_idle_timer()
         await self.send_frame(type="joined", roomId=room_id, participants=participants)
         await self.hub.announce_join(self, room_id)
+        if access.starts_meeting:
+            await self._start_meeting(room_id, access.identity)
 
     async def leave_room(self, content: dict) -> None:
         room_id = content.get("roomId")
-        if room_id not in self.rooms:
+        if not isinstance(room_id, str) or room_id not in self.rooms:
             return await self.send_error("not_joined", "You are not in that room.", "leaveRoom")
         self.rooms.discard(room_id)
         await self.hub.leave(self, room_id)
-        self._arm_idle_timer()
+        self._arm_idle_timer(self.idle_seconds)
 
     async def subscribe(self, content: dict) -> None:
         meeting_id = content.get("meetingId")
@@ -299,11 +339,18 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_AUTH_FAILED)
         return None
 
-    def _arm_idle_timer(self) -> None:
+    async def _start_meeting(self, meeting_id: str, role: str) -> None:
+        # A participant is in the video room: the session has started (HEALTHY -> IN_PROGRESS).
+        try:
+            await database_sync_to_async(meeting_start_from_room)(meeting_id=meeting_id, role=role)
+        except Exception:  # the join stands; the DCV authentication or the next join starts it
+            logger.warning("could not start meeting %s on a room join", meeting_id, exc_info=True)
+
+    def _arm_idle_timer(self, seconds: float) -> None:
+        # A deadline, not a silence: frames (garbage or pings) never push it back.
         if self.rooms or self.meetings or self.closed or self.idle_timer is not None:
             return
-        delay = max(0.0, self.last_frame_at + self.idle_seconds - time.monotonic())
-        self.idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+        self.idle_timer = asyncio.get_running_loop().call_later(seconds, self._idle_check)
 
     def _disarm_idle_timer(self) -> None:
         if self.idle_timer is not None:
@@ -314,10 +361,7 @@ class SignallingConsumer(AsyncJsonWebsocketConsumer):
         self.idle_timer = None
         if self.rooms or self.meetings or self.closed:
             return
-        if time.monotonic() - self.last_frame_at >= self.idle_seconds:
-            self.closing_task = asyncio.ensure_future(self.close(CLOSE_IDLE))
-        else:
-            self._arm_idle_timer()
+        self.closing_task = asyncio.ensure_future(self.close(CLOSE_IDLE))
 
 
 def _encodable(text: str) -> bool:

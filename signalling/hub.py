@@ -6,7 +6,9 @@ of its own (``signalling.<client>!<id>``); a message for members on other proces
 to those processes' channels once per process, and consecutive messages for the same
 process leave together in one ``signalling.batch``. Meeting status pushes reach the
 processes through the group ``signalling.status.<meeting_id>``, whose members are these
-process channels.
+process channels: a process is in it while one of its sockets is subscribed to the meeting or
+in its room. A terminal status closes the room: its members here get ``roomClosed`` and are
+removed (``RoomMember.room_closed``); every other process does the same for its own.
 
 Room membership lives in Redis (``signalling.presence``) and is refreshed every
 ``ttl / 3``; on each refresh the hub reconciles its view of the members on other
@@ -19,7 +21,7 @@ The interface, both ways, and nothing else crosses it (no attribute of the other
 read or written):
 
 - What the hub may do with a socket: ``RoomMember`` below, ``connection_id``,
-  ``deliver(text)`` and ``evicted(room_id)``. ``signalling.consumers.SignallingConsumer`` is
+  ``deliver(text)``, ``evicted(room_id)`` and ``room_closed(room_id)``. ``signalling.consumers.SignallingConsumer`` is
   the one implementation.
 - What a socket may ask of the hub (``await get_hub()``): ``join``, ``announce_join``,
   ``participants``, ``leave`` and ``relay`` for rooms; ``subscribe`` and ``unsubscribe``
@@ -78,6 +80,10 @@ class RoomMember(Protocol):
     async def evicted(self, room_id: str) -> None:
         """The hub has removed this member from ``room_id``: the same participant connected
         again. The member forgets the room and closes (4009); it does not call ``leave``."""
+
+    async def room_closed(self, room_id: str) -> None:
+        """The meeting has ended: the hub has told the member (``roomClosed``) and removed it
+        from ``room_id``. The member forgets the room and stays open; it does not call ``leave``."""
 
 
 @dataclass
@@ -152,8 +158,16 @@ class Hub:
         for other in result.others:
             if other.connection_id not in local and other.process != self.channel:
                 remote.setdefault(other.connection_id, RemoteMember(other.process))
+        first_here = not local
         local[member.connection_id] = member
         self.identities[room_id, member.connection_id] = identity
+        if first_here and room_id not in self.subscribers:
+            # The room hears its meeting's status, to close when the meeting ends.
+            try:
+                await self.layer.group_add(status_group(room_id), self.channel)
+            except Exception:
+                logger.warning("could not join %s; retried on refresh", status_group(room_id), exc_info=True)
+                self.resync = True
         return self.participants(member, room_id)
 
     def participants(self, member: RoomMember, room_id: str) -> list[str]:
@@ -179,7 +193,7 @@ class Hub:
             removed = True
         if removed:
             await self._announce_left(room_id, member.connection_id)
-        self._forget_room_if_empty(room_id)
+        await self._forget_room_if_empty(room_id)
 
     async def relay(self, member: RoomMember, room_id: str, text: str) -> None:
         """Send ``text`` to every other member of ``room_id``, here and on other processes."""
@@ -207,10 +221,41 @@ class Hub:
         await self._to_local(room_id, frame(type="participantLeft", participantConnectionId=connection_id))
         self._to_remote(room_id, ("left", room_id, connection_id))
 
-    def _forget_room_if_empty(self, room_id: str) -> None:
+    async def _forget_room_if_empty(self, room_id: str) -> None:
         if not self.rooms.get(room_id):
             self.rooms.pop(room_id, None)
             self.remote.pop(room_id, None)
+            await self._leave_status_group_if_unused(room_id)
+
+    async def _leave_status_group_if_unused(self, meeting_id: str) -> None:
+        if meeting_id in self.rooms or self.subscribers.get(meeting_id):
+            return
+        try:
+            await self.layer.group_discard(status_group(meeting_id), self.channel)
+        except Exception:
+            logger.warning("could not leave %s", status_group(meeting_id), exc_info=True)
+        if meeting_id in self.rooms or self.subscribers.get(meeting_id):  # a join raced the discard
+            self.resync = True
+
+    async def close_room(self, room_id: str, *, status: str, reason: str) -> None:
+        """The meeting has ended: tell this process's members of ``room_id`` and remove them."""
+        local = self.rooms.pop(room_id, None)
+        self.remote.pop(room_id, None)
+        if not local:
+            return
+        text = frame(type="roomClosed", roomId=room_id, status=status, reason=reason)
+        now = time.monotonic()
+        for connection_id, member in local.items():
+            self.identities.pop((room_id, connection_id), None)
+            self.tombstones[connection_id] = now
+            await member.deliver(text)
+            await member.room_closed(room_id)
+        for connection_id in local:
+            try:
+                await self.presence.leave(room_id=room_id, connection_id=connection_id)
+            except Exception:
+                self.resync = True  # the seats expire with the TTL anyway
+        await self._leave_status_group_if_unused(room_id)
 
     async def _to_local(self, room_id: str, text: str, exclude: RoomMember | None = None) -> None:
         for member in tuple(self.rooms.get(room_id, {}).values()):
@@ -225,7 +270,7 @@ class Hub:
     async def subscribe(self, member: RoomMember, meeting_id: str) -> None:
         """Deliver ``meeting_id``'s status pushes to ``member``. Redis errors propagate."""
         subscribers = self.subscribers.setdefault(meeting_id, set())
-        first = not subscribers
+        first = not subscribers and meeting_id not in self.rooms
         subscribers.add(member)
         if first:
             try:
@@ -246,12 +291,7 @@ class Hub:
         subscribers.discard(member)
         if not subscribers:
             del self.subscribers[meeting_id]
-            try:
-                await self.layer.group_discard(status_group(meeting_id), self.channel)
-            except Exception:
-                logger.warning("could not leave %s", status_group(meeting_id), exc_info=True)
-            if self.subscribers.get(meeting_id):  # a subscribe raced the discard: rejoin on refresh
-                self.resync = True
+            await self._leave_status_group_if_unused(meeting_id)
 
     # --- other processes ------------------------------------------------------------------
     def post(self, process: str, item: tuple) -> None:
@@ -350,12 +390,14 @@ class Hub:
                         await self.presence.leave(room_id=room_id, connection_id=connection_id)
                     except Exception:
                         self.resync = True
-                    self._forget_room_if_empty(room_id)
+                    await self._forget_room_if_empty(room_id)
 
     async def _push_status(self, message: dict) -> None:
         text = frame(**{key: value for key, value in message.items() if key != "type"}, type="status")
         for member in tuple(self.subscribers.get(message["meetingId"], ())):
             await member.deliver(text)
+        if message.get("terminal"):
+            await self.close_room(message["meetingId"], status=message["status"], reason=message.get("reason", ""))
 
     # --- presence refresh -----------------------------------------------------------------
     async def _refresh_loop(self) -> None:
@@ -378,8 +420,10 @@ class Hub:
             for room_id, members in live.items():
                 await self._reconcile(room_id, members)
         now = time.monotonic()
-        if self.subscribers and (self.resync or now - self.status_groups_at > STATUS_GROUP_REFRESH_SECONDS):
-            for meeting_id in list(self.subscribers):
+        if (self.subscribers or self.rooms) and (
+            self.resync or now - self.status_groups_at > STATUS_GROUP_REFRESH_SECONDS
+        ):
+            for meeting_id in {*self.subscribers, *self.rooms}:
                 await self.layer.group_add(status_group(meeting_id), self.channel)
             self.status_groups_at = now
         self.resync = False

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from meetings.access import participant_access, participant_credentials
-from meetings.models import READY_STATUSES, TERMINAL_STATUSES, Meeting
+from meetings.models import READY_STATUSES, TERMINAL_STATUSES, Meeting, MeetingStatus, Role
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,11 @@ class Access:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def starts_meeting(self) -> bool:
+        """A participant's link into the room of a session that has not started: this join starts it."""
+        return self.by_token and self.identity in Role.values and self.status == MeetingStatus.HEALTHY
 
 
 def meeting_access(*, meeting_id: str, token: str | None, user) -> Access | None:

@@ -37,11 +37,18 @@ class Client:
         await self.ws.disconnect()
 
 
-async def open_socket(query: str = "", headers: list | None = None) -> Client:
+def communicator_for(query: str = "", headers: list | None = None, client: str | None = None) -> WebsocketCommunicator:
     path = "/ws/signalling/" + (f"?{query}" if query else "")
     communicator = WebsocketCommunicator(
         application, path, headers=[(b"origin", b"http://testserver"), *(headers or [])]
     )
+    if client is not None:  # the peer address daphne puts in the scope (the application starts on connect)
+        communicator.scope["client"] = [client, 40000]
+    return communicator
+
+
+async def open_socket(query: str = "", headers: list | None = None, client: str | None = None) -> Client:
+    communicator = communicator_for(query, headers, client)
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     hello = json.loads(await communicator.receive_from())

@@ -6,13 +6,14 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import OperationalError
 from django.utils import timezone
 
-from meetings.models import MeetingStatus
+from meetings.models import Meeting, MeetingEvent, MeetingStatus
 from meetings.services import meeting_transition
 from meetings.tokens import participant_token
 from signalling import hub as hub_module
@@ -20,7 +21,7 @@ from signalling.consumers import SignallingConsumer
 from signalling.hub import get_hub
 from signalling.presence import Presence
 from tests.factories import make_meeting, make_staff, make_teacher
-from tests.signalling.client import open_socket
+from tests.signalling.client import communicator_for, open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,6 +226,80 @@ async def test_ended_meeting_and_closed_window(meeting):
     assert await client.recv() == {"type": "pong"}
 
 
+@pytest.mark.parametrize(
+    ("edge", "offset", "answer"),
+    [
+        ("opens", -1, "room_closed"),
+        ("opens", 0, "joined"),
+        ("hard_stop", 0, "joined"),
+        ("hard_stop", 1, "room_closed"),
+    ],
+)
+async def test_join_window_edges_to_the_second(edge, offset, answer):
+    # Stuck IN_PROGRESS past its hard stop (the sweep has not ended it): the status alone would let it in.
+    meet_time = timezone.now().replace(microsecond=0) - timedelta(days=1)
+    stuck = await database_sync_to_async(make_meeting)(meet_time=meet_time, status=MeetingStatus.IN_PROGRESS)
+    at = stuck.join_opens_at if edge == "opens" else stuck.hard_stop_at
+    with time_machine.travel(at + timedelta(seconds=offset), tick=False):
+        client = await open_socket()
+        reply = await client.join(stuck.id, token(stuck, "student"))
+    assert reply.get("code", reply["type"]) == answer
+
+
+async def test_a_room_closes_when_its_meeting_ends(meeting):
+    teacher, student = await pair(meeting)
+    hub = await get_hub()
+
+    def end():
+        meeting_transition(
+            meeting=meeting,
+            to_status=MeetingStatus.CANCELLED,
+            allowed_from={MeetingStatus.SCHEDULED},
+            reason="CANCELLED_BY_TEACHER",
+        )
+
+    await database_sync_to_async(end)()
+    for client in (teacher, student):
+        closed = await client.recv(timeout=2)
+        assert (closed["type"], closed["roomId"], closed["status"]) == ("roomClosed", meeting.id, "CANCELLED")
+    await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="anyone?")
+    assert (await teacher.recv())["code"] == "not_joined"
+    assert await student.silent()
+    assert (await student.join(meeting.id, token(meeting, "student")))["code"] == "room_closed"
+    assert meeting.id not in hub.rooms
+    assert await hub.presence.members(meeting.id) == []
+    await teacher.send(action="ping")  # told and removed, not disconnected
+    assert await teacher.recv() == {"type": "pong"}
+
+
+async def test_a_participant_joining_the_room_starts_the_session():
+    def ready():
+        meeting = make_meeting(meet_time=timezone.now() + timedelta(minutes=2), status=MeetingStatus.HEALTHY)
+        return meeting
+
+    meeting = await database_sync_to_async(ready)()
+    status = database_sync_to_async(lambda: Meeting.objects.get(pk=meeting.id).status)
+    staff = await database_sync_to_async(make_staff)()
+    observer = await open_socket(headers=[await session_cookie(staff)])
+    assert (await observer.join(meeting.id))["type"] == "joined"
+    subscriber = await open_socket()
+    await subscriber.send(action="subscribe", meetingId=meeting.id, token=token(meeting, "student"))
+    assert (await subscriber.recv())["status"] == "HEALTHY"
+    assert await status() == MeetingStatus.HEALTHY  # staff watching, a waiting room subscribed: not a start
+    student = await open_socket()
+    assert (await student.join(meeting.id, token(meeting, "student")))["type"] == "joined"
+    assert await status() == MeetingStatus.IN_PROGRESS
+    pushed = await subscriber.recv(timeout=2)
+    assert (pushed["status"], pushed["previousStatus"]) == ("IN_PROGRESS", "HEALTHY")
+    events = database_sync_to_async(
+        lambda: list(MeetingEvent.objects.filter(meeting_id=meeting.id).values_list("to_status", flat=True))
+    )
+    assert (await events()).count(MeetingStatus.IN_PROGRESS) == 1
+    teacher = await open_socket()
+    assert (await teacher.join(meeting.id, token(meeting, "teacher")))["type"] == "joined"
+    assert (await events()).count(MeetingStatus.IN_PROGRESS) == 1
+
+
 # --- limits -----------------------------------------------------------------------------------------
 async def test_message_size_limit(meeting):
     teacher, student = await pair(meeting)
@@ -265,13 +340,71 @@ async def test_room_capacity(meeting, settings):
 
 
 async def test_idle_unbound_socket_is_closed(meeting, settings):
-    settings.ELEPHANT_SIGNALLING_IDLE_SECONDS = 0.3
+    settings.ELEPHANT_SIGNALLING_JOIN_SECONDS = 0.3
     idle = await open_socket()
     teacher, student = await pair(meeting)
     assert await idle.ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4408}
     await asyncio.sleep(0.4)
     await teacher.send(action="sendMsgToRoom", roomId=meeting.id, message="still here")
     assert await student.recv_text() == "still here"
+
+
+async def test_frames_do_not_keep_an_unbound_socket_open(settings):
+    settings.ELEPHANT_SIGNALLING_JOIN_SECONDS = 0.5
+    settings.ELEPHANT_SIGNALLING_IDLE_SECONDS = 3600  # the old clock: silence; these sockets are never silent
+    garbage, pinging = await open_socket(), await open_socket()
+    started = time.monotonic()
+    closes = {}
+    while len(closes) < 2 and time.monotonic() - started < 3:
+        for name, client, text in (("garbage", garbage, "{not json"), ("pinging", pinging, '{"action": "ping"}')):
+            if name in closes:
+                continue
+            await client.ws.send_to(text_data=text)
+            output = await client.ws.receive_output(timeout=1)
+            if output["type"] == "websocket.close":
+                closes[name] = (output["code"], time.monotonic() - started)
+        await asyncio.sleep(0.05)
+    assert closes["garbage"][0] == closes["pinging"][0] == 4408
+    assert all(0.45 < at < 1.0 for _, at in closes.values())
+
+
+async def test_a_socket_that_leaves_its_last_room_must_join_again_in_time(meeting, settings):
+    settings.ELEPHANT_SIGNALLING_JOIN_SECONDS = 0.3
+    settings.ELEPHANT_SIGNALLING_IDLE_SECONDS = 0.6
+    client = await open_socket()
+    assert (await client.join(meeting.id, token(meeting, "teacher")))["type"] == "joined"
+    await asyncio.sleep(0.5)  # in a room: no deadline
+    await client.send(action="leaveRoom", roomId=meeting.id)
+    left_at = time.monotonic()
+    await client.send(action="ping")
+    assert await client.recv() == {"type": "pong"}
+    assert await client.ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4408}
+    assert 0.55 < time.monotonic() - left_at < 1.2
+
+
+async def test_sockets_per_client_address_are_capped(settings):
+    settings.ELEPHANT_SIGNALLING_MAX_SOCKETS_PER_ADDRESS = 2
+    first = await open_socket(client="198.51.100.7")
+    second = await open_socket(client="198.51.100.7")
+    over = communicator_for(client="198.51.100.7")
+    assert await over.connect() == (True, None)  # accepted, so that the client can read the code
+    assert await over.receive_output() == {"type": "websocket.close", "code": 4429}
+    other = await open_socket(client="203.0.113.9")  # another address is not affected
+    await first.close()
+    again = await open_socket(client="198.51.100.7")  # a closed socket gives its place back
+    for client in (second, other, again):
+        await client.send(action="ping")
+        assert await client.recv() == {"type": "pong"}
+
+
+async def test_sockets_per_process_are_capped(settings):
+    settings.ELEPHANT_SIGNALLING_MAX_SOCKETS = 3
+    clients = [await open_socket(client=f"192.0.2.{n}") for n in range(3)]
+    over = communicator_for(client="192.0.2.99")
+    assert await over.connect() == (True, None)
+    assert await over.receive_output() == {"type": "websocket.close", "code": 4429}
+    await clients[0].close()
+    await open_socket(client="192.0.2.99")
 
 
 # --- presence ---------------------------------------------------------------------------------------
