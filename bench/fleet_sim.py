@@ -1,0 +1,451 @@
+"""The fleet simulator: `python bench/fleet_sim.py --scenario FILE.json [--policies fixed,...]`.
+
+A discrete-event simulation on a virtual clock (time-machine) that drives Elephant's real services:
+bookings go through ``meetings.services.meeting_schedule``; the beat entries the migrations create
+(django-celery-beat rows: launch sweep, watchdog, health, termination, reaper, at their real
+intervals) run as the same task functions beat calls, and every task they queue runs inline at its
+virtual time (a Celery retry comes back after its countdown). EC2 is an in-process model
+(bench/sim_ec2.py: the strict endpoint's rules plus the scenario's boot times, capacity errors and
+limits). Participants join when their desktops are ready; agents report the session data at the
+lesson's end; no-shows never come. No second copy of the fleet's policy lives here.
+
+Prints a table and, last, one JSON line per policy:
+
+  {"policy": ..., "sessions": N, "ready_at_start": 0..1, "wait_p50_s": x, "wait_p95_s": x, "wait_max_s": x,
+   "overhead_ratio": x, "usd": x, "leaked_instances": N, "throttled_calls": N, "refused_at_booking": N}
+
+``ready_at_start`` is the share of sessions held (not no-shows, not refused) whose two hosts were both
+ready at ``meet_time``; ``overhead_ratio`` is instance-time billed beyond the ideal (both hosts running
+exactly from ``meet_time`` to the end) divided by the ideal.
+
+Policies are production settings, not simulator code: ``fixed`` is the launch at
+``meet_time - ELEPHANT_LAUNCH_LEAD``. The database is a private PostgreSQL database
+(``--database``, default ``postgres://postgres@127.0.0.1:5432/elephant_bench_sim``), recreated per policy.
+"""
+
+import argparse
+import heapq
+import importlib
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+for path in (BASE_DIR, BASE_DIR / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from sim_scenario import EPOCH, Scenario, ScenarioError, percentile, sessions  # noqa: E402
+
+DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/elephant_bench_sim"
+# Settings each policy runs with (every one a production setting, documented in docs/).
+POLICIES: dict[str, dict] = {
+    "fixed": {"ELEPHANT_LAUNCH_LEAD": 5},
+}
+# Two subnets in two zones, as a production install spreads teacher and student.
+SUBNETS = {"subnet-0sim0000000000a": "us-west-2a", "subnet-0sim0000000000b": "us-west-2b"}
+# Busy means: a meeting starts within this, or one is not finished yet. Idle time is skipped.
+HORIZON = timedelta(hours=3)
+
+
+def django_setup(database_url: str) -> None:
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="elephant.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="fleet-sim-secret-key-not-for-production-0123456789abcdef",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        DJANGO_SECURE_SSL_REDIRECT="false",
+        DJANGO_LOG_LEVEL="ERROR",
+        ELEPHANT_DEV_TOOLS="false",
+        DATABASE_URL=database_url,
+        AWS_ACCESS_KEY_ID="sim",
+        AWS_SECRET_ACCESS_KEY="sim",
+    )
+    import django
+
+    django.setup()
+
+
+def database_recreate(database_url: str) -> None:
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connections
+
+    connections.close_all()
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, policy: str):
+        self.scenario = scenario
+        self.policy = policy
+        self.now = EPOCH - timedelta(hours=2)
+        self.queue: list = []
+        self.order = itertools.count()
+        self.task_failures: Counter = Counter()
+        self.sessions = sessions(scenario)
+        self.meeting_of: dict[int, str] = {}
+        self.refused = 0
+        self.ec2 = None
+
+    # --- the event queue -----------------------------------------------------------------------
+    def at(self, moment, kind: str, payload=None) -> None:
+        heapq.heappush(self.queue, (moment, next(self.order), kind, payload))
+
+    def clock(self):
+        return self.now
+
+    # --- wiring the real application to the model --------------------------------------------------
+    def install(self, stack) -> None:
+        import celery.app.task
+        from django.conf import settings
+        from sim_ec2 import Ec2Model
+
+        import fleet.aws
+        import fleet.probes
+        from meetings.signals import meeting_changed
+
+        s = self.scenario
+        self.ec2 = Ec2Model(
+            clock=self.clock,
+            rng=random.Random(s.seed + 1),
+            boot=s.cold_boot,
+            ice_probability=s.ice_probability,
+            bucket_size=s.run_instances_burst,
+            refill_per_second=s.run_instances_per_second,
+            vcpu_quota=s.vcpu_quota,
+            vcpus_per_instance=s.vcpus,
+            seed=s.seed,
+            subnet_zones=dict(SUBNETS),
+        )
+        overrides = {
+            "ELEPHANT_AMI_ID": "ami-0f1ee75a1c0de5a11",
+            "ELEPHANT_INSTANCE_TYPES": [s.instance_type, *s.raw.get("instance", {}).get("fallback_types", [])],
+            "ELEPHANT_SUBNET_IDS": list(SUBNETS),
+            "ELEPHANT_AVAILABILITY_ZONES": [],
+            "ELEPHANT_DNS_ZONE_ID": "",
+            "ELEPHANT_DEPLOYMENT": "sim",
+            **POLICIES[self.policy],
+        }
+        for name, value in overrides.items():
+            stack.enter_context(_setting(settings, name, value))
+        model = self.ec2
+
+        def aws_client(service, **_):
+            if service != "ec2":
+                raise RuntimeError(f"the simulator models EC2 only (asked for {service})")
+            return model
+
+        stack.enter_context(_patch(fleet.aws, "aws_client", aws_client))
+        stack.enter_context(
+            _patch(
+                fleet.probes,
+                "dcv_answers_many",
+                lambda urls: {url: model.instance_ready(_instance_in(url)) for url in urls},
+            )
+        )
+        # Mail, status pushes and the DynamoDB mirror are not what is measured.
+        stack.enter_context(_patch(meeting_changed, "receivers", []))
+        simulation = self
+
+        def apply_async(task, args=None, kwargs=None, countdown=None, eta=None, retries=0, **_):
+            moment = simulation.now + timedelta(seconds=countdown or 0)
+            if eta is not None:
+                moment = max(moment, eta)
+            simulation.at(moment, "task", (task, tuple(args or ()), dict(kwargs or {}), retries))
+
+        stack.enter_context(_patch(celery.app.task.Task, "apply_async", apply_async))
+
+    # --- events ------------------------------------------------------------------------------------------
+    def run_task(self, task, args, kwargs, retries) -> None:
+        from celery.exceptions import Retry
+
+        task.push_request(id=f"sim-{next(self.order)}", args=args, kwargs=kwargs, retries=retries, is_eager=False)
+        try:
+            task.run(*args, **kwargs)
+        except Retry:
+            pass  # queued again through apply_async with its countdown
+        except Exception as exc:  # a task that fails for good: counted, as a worker would log it
+            self.task_failures[f"{task.name}: {type(exc).__name__}"] += 1
+        finally:
+            task.pop_request()
+
+    def book(self, session) -> None:
+        from django.core.exceptions import ValidationError
+
+        from meetings.services import meeting_schedule
+
+        try:
+            meeting = meeting_schedule(
+                teacher_name="Teacher",
+                student_name=f"Student {session.key}",
+                meet_time=session.meet_time,
+                duration_minutes=session.duration_minutes,
+                time_zone="UTC",
+                actor="sim",
+            )
+        except ValidationError:
+            self.refused += 1
+            return
+        self.meeting_of[session.key] = meeting.pk
+        if not session.no_show:
+            self.at(session.meet_time, "arrive", session)
+            self.at(session.meet_time + timedelta(minutes=session.duration_minutes), "recorded", session)
+
+    def arrive(self, session) -> None:
+        """The participants wait in the waiting room and sign in to their desktops once ready."""
+        from meetings.models import Meeting, MeetingStatus
+        from meetings.services import meeting_start_on_join
+
+        meeting = Meeting.objects.filter(pk=self.meeting_of[session.key]).first()
+        if meeting is None or meeting.status in (MeetingStatus.TERMINATED, MeetingStatus.FAILED):
+            return
+        if meeting.status == MeetingStatus.HEALTHY:
+            meeting_start_on_join(meeting=meeting, role="teacher")
+        elif meeting.status != MeetingStatus.IN_PROGRESS:
+            self.at(self.now + timedelta(seconds=5), "arrive", session)
+
+    def recorded(self, session) -> None:
+        """At the lesson's end both agents report their session data (as the mirror's pull applies it)."""
+        from meetings.models import ACTIVE_STATUSES, EventReason, Meeting
+        from meetings.services import meeting_record_change
+
+        meeting = Meeting.objects.filter(pk=self.meeting_of[session.key], status__in=ACTIVE_STATUSES).first()
+        if meeting is None:
+            return
+        meeting_record_change(
+            meeting=meeting,
+            reason=EventReason.AGENT_SESSION_DATA,
+            detail="sim",
+            actor="agent",
+            fields={
+                "teacher_session_data": f"s3://sim/{meeting.pk}/teacher",
+                "student_session_data": f"s3://sim/{meeting.pk}/student",
+            },
+        )
+
+    def attest_ready_hosts(self) -> None:
+        """Hosts whose boot finished report that they are configured (the simulator plays the host;
+        the signature check itself is not what is measured)."""
+        from fleet.models import Host, HostState
+
+        if not any(f.name == "attested_at" for f in Host._meta.get_fields()):
+            return
+        waiting = Host.objects.filter(state__in=(HostState.RUNNING, HostState.DNS_WRITTEN), attested_at=None)
+        ready = [
+            pk for pk, instance_id in waiting.values_list("pk", "instance_id") if self.ec2.instance_ready(instance_id)
+        ]
+        if ready:
+            Host.objects.filter(pk__in=ready).update(attested_at=self.now)
+
+    def busy(self) -> bool:
+        from meetings.models import TERMINAL_STATUSES, Meeting
+
+        return Meeting.objects.exclude(status__in=TERMINAL_STATUSES).filter(
+            meet_time__lte=self.now + HORIZON
+        ).exists() or bool(self.ec2.live_instances())
+
+    def beat(self) -> list:
+        from django_celery_beat.models import PeriodicTask
+
+        entries = []
+        for entry in PeriodicTask.objects.filter(enabled=True, task__startswith="fleet.").select_related("interval"):
+            if entry.interval is None:
+                continue
+            period = timedelta(
+                seconds=entry.interval.every * {"seconds": 1, "minutes": 60}.get(entry.interval.period, 1)
+            )
+            module, name = entry.task.rsplit(".", 1)
+            entries.append((getattr(importlib.import_module(module), name), period))
+        return entries
+
+    def run(self) -> dict:
+        import time_machine
+
+        for session in self.sessions:
+            self.at(session.booked_at, "book", session)
+        beat = self.beat()
+        next_beat = {task.name: self.now for task, _ in beat}
+        last_meeting = max(s.meet_time + timedelta(minutes=s.duration_minutes) for s in self.sessions)
+        with time_machine.travel(self.now, tick=False) as traveller:
+            give_up = last_meeting + timedelta(hours=6)
+            while True:
+                due_beat = min(next_beat.values())
+                if self.queue and self.queue[0][0] <= due_beat:
+                    moment, _, kind, payload = heapq.heappop(self.queue)
+                    self._move(traveller, moment)
+                    self._event(kind, payload)
+                    continue
+                if due_beat > give_up or (due_beat > last_meeting and not self.queue and not self.busy()):
+                    break
+                self._move(traveller, due_beat)
+                if self.busy():
+                    self.attest_ready_hosts()
+                    for task, period in beat:
+                        if next_beat[task.name] <= self.now:
+                            self.run_task(task, (), {}, 0)
+                            next_beat[task.name] = self.now + period
+                else:
+                    upcoming = self.queue[0][0] if self.queue else last_meeting
+                    wake = max(self.now + min(p for _, p in beat), min(upcoming, self._next_meeting()) - HORIZON)
+                    for name in next_beat:
+                        next_beat[name] = wake
+            self.end = self.now
+        return self.summary()
+
+    def _next_meeting(self):
+        from meetings.models import Meeting, MeetingStatus
+
+        upcoming = Meeting.objects.filter(status=MeetingStatus.SCHEDULED).order_by("meet_time").first()
+        return upcoming.meet_time if upcoming else self.now + timedelta(days=365)
+
+    def _move(self, traveller, moment) -> None:
+        if moment > self.now:
+            self.now = moment
+            traveller.move_to(moment)
+
+    def _event(self, kind: str, payload) -> None:
+        if kind == "task":
+            self.run_task(*payload)
+        elif kind == "book":
+            self.book(payload)
+        elif kind == "arrive":
+            self.arrive(payload)
+        elif kind == "recorded":
+            self.recorded(payload)
+
+    # --- figures ---------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        from fleet.models import Host
+        from meetings.models import Meeting
+
+        meetings = {m.pk: m for m in Meeting.objects.filter(pk__in=self.meeting_of.values())}
+        current: dict[str, dict[str, Host]] = {}
+        for host in Host.objects.filter(meeting_id__in=meetings).order_by("generation"):
+            current.setdefault(host.meeting_id, {})[host.role] = host
+        held = [s for s in self.sessions if s.key in self.meeting_of and not s.no_show]
+        ready, waits = 0, []
+        for session in held:
+            hosts = current.get(self.meeting_of[session.key], {})
+            times = [h.healthy_at for h in hosts.values()]
+            if len(times) == 2 and all(times):
+                ready_at = max(times)
+            else:
+                meeting = meetings[self.meeting_of[session.key]]
+                ready_at = meeting.updated_at  # never both ready: waited until it ended
+            ready += len(times) == 2 and all(times) and ready_at <= session.meet_time
+            waits.append(max(0.0, (ready_at - session.meet_time).total_seconds()))
+        billed = sum(i.billed_seconds(self.end) for i in self.ec2.instances.values())
+        ideal = sum(2 * s.duration_minutes * 60 for s in held)
+        reasons = Counter(m.termination_reason or m.status for m in meetings.values())
+        return {
+            "policy": self.policy,
+            "sessions": len(held),
+            "ready_at_start": round(ready / len(held), 4) if held else 0.0,
+            "wait_p50_s": round(percentile(waits, 0.50), 1),
+            "wait_p95_s": round(percentile(waits, 0.95), 1),
+            "wait_max_s": round(max(waits, default=0.0), 1),
+            "overhead_ratio": round((billed - ideal) / ideal, 4) if ideal else 0.0,
+            "usd": round(billed / 3600 * self.scenario.usd_per_hour, 2),
+            "leaked_instances": len(self.ec2.live_instances()),
+            "throttled_calls": self.ec2.throttled_calls,
+            "refused_at_booking": self.refused,
+            "_reasons": dict(reasons),
+            "_aws_calls": dict(self.ec2.calls),
+            "_capacity_errors": self.ec2.capacity_errors,
+            "_task_failures": dict(self.task_failures),
+        }
+
+
+class _patch:
+    def __init__(self, target, name, value):
+        self.target, self.name, self.value = target, name, value
+
+    def __enter__(self):
+        self.saved = getattr(self.target, self.name)
+        setattr(self.target, self.name, self.value)
+
+    def __exit__(self, *exc):
+        setattr(self.target, self.name, self.saved)
+
+
+def _setting(settings, name, value):
+    return _patch(settings, name, value)
+
+
+def _instance_in(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    return host.split(".", 1)[0]
+
+
+COLUMNS = [
+    ("policy", "{:<14}"),
+    ("sessions", "{:>9}"),
+    ("ready_at_start", "{:>9.4f}"),
+    ("wait_p50_s", "{:>9.1f}"),
+    ("wait_p95_s", "{:>9.1f}"),
+    ("wait_max_s", "{:>9.1f}"),
+    ("overhead_ratio", "{:>9.4f}"),
+    ("usd", "{:>9.2f}"),
+    ("leaked_instances", "{:>9}"),
+    ("throttled_calls", "{:>9}"),
+    ("refused_at_booking", "{:>9}"),
+]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", required=True, help="scenario JSON file (bench/scenarios/*.json)")
+    parser.add_argument("--policies", default="fixed", help=f"comma-separated, of: {', '.join(POLICIES)}")
+    parser.add_argument("--database", default=os.environ.get("SIM_DATABASE_URL", DEFAULT_DATABASE))
+    args = parser.parse_args(argv)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        parser.error(f"unknown policy {', '.join(unknown)}: this build has {', '.join(POLICIES)}")
+    try:
+        scenario = Scenario.load(args.scenario)
+    except ScenarioError as exc:
+        parser.error(str(exc))
+    django_setup(args.database)
+    from contextlib import ExitStack
+
+    results = []
+    for policy in policies:
+        database_recreate(args.database)
+        started = time.perf_counter()
+        simulation = Simulation(scenario, policy)
+        with ExitStack() as stack:
+            simulation.install(stack)
+            result = simulation.run()
+        result["_seconds"] = round(time.perf_counter() - started, 1)
+        results.append(result)
+        print(
+            f"# {policy}: {result['_seconds']} s; ends {result['_reasons']}; AWS {result['_aws_calls']}; "
+            f"capacity errors {result['_capacity_errors']}; task failures {result['_task_failures']}",
+            file=sys.stderr,
+        )
+    print(f"scenario {scenario.name}: {scenario.days} days, {scenario.sessions_per_day} sessions a day")
+    print(" ".join(f"{name[:9]:<14}" if name == "policy" else f"{name[:9]:>9}" for name, _ in COLUMNS))
+    for result in results:
+        print(" ".join(fmt.format(result[name]) for name, fmt in COLUMNS))
+    for result in results:
+        print(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
