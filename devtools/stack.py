@@ -1,9 +1,10 @@
 """`make run`: the whole system on one machine with embedded defaults.
 
 Starts, as child processes: Redis (only when none answers and REDIS_URL is unset), the local
-AWS endpoint (moto server) and the DCV stand-in (only when no AWS credentials are
-configured), then applies migrations, creates demo accounts, bootstraps the DynamoDB table,
-and runs daphne (web + WebSockets), a Celery worker and Celery beat. Ctrl-C stops them all.
+AWS endpoint (a moto server behind the strict EC2 proxy, ``devtools/strict_aws.py``) and the DCV
+stand-in (only when no AWS credentials are configured), then applies migrations, creates demo
+accounts, bootstraps the DynamoDB table, and runs daphne (web + WebSockets), a Celery worker
+and Celery beat. Ctrl-C stops them all.
 
 The end-to-end tests start the same stack through ``Stack`` so they run what a newcomer runs.
 """
@@ -21,9 +22,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.identity import identity_pair
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
+RECORDINGS_BUCKET = "elephant-recordings"
 
 
 def free_port() -> int:
@@ -84,6 +88,11 @@ class Stack:
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     local_aws: bool = False
     standin_port: int | None = None
+    # The strict local EC2's rules (devtools/strict_aws.py): a fresh instance unknown for a few
+    # seconds, status checks "initializing" for a minute, DNS changes PENDING for a few seconds.
+    strict_rules: dict = field(
+        default_factory=lambda: {"invisible_seconds": 3, "initializing_seconds": 60, "dns_sync_seconds": 3}
+    )
 
     @property
     def url(self) -> str:
@@ -134,17 +143,30 @@ class Stack:
         if aws_credentials_configured(self.env):
             return
         self.local_aws = True
-        moto_port = free_port()
+        moto_port, aws_port = free_port(), free_port()
         # The local AWS endpoint logs every request: keep that out of the terminal.
         proc = self._spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], to_file=True)
         wait_for_port("127.0.0.1", moto_port, 30, "moto_server", proc)
+        # Every AWS call goes through the strict proxy, which enforces what EC2 does and moto does not.
+        upstream = f"http://127.0.0.1:{moto_port}"
+        rules = [f"--{name.replace('_', '-')}={value}" for name, value in self.strict_rules.items()]
+        proc = self._spawn(
+            "strict_aws",
+            [PYTHON, "-m", "devtools.strict_aws", "--port", str(aws_port), "--upstream", upstream, *rules],
+            to_file=True,
+        )
+        wait_for_port("127.0.0.1", aws_port, 30, "the strict EC2 proxy", proc)
         self.env.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_REGION=self.env.get("AWS_REGION", "us-west-2"),
             AWS_DEFAULT_REGION=self.env.get("AWS_REGION", "us-west-2"),
         )
+        # The stand-in signs its hosts' identity documents with a test key; the app verifies them with its cert.
+        identity_key, identity_cert = identity_pair(self.workdir / "identity")
+        self.env.setdefault("ELEPHANT_AWS_IDENTITY_CERT", str(identity_cert))
+        self.env.setdefault("ELEPHANT_STANDIN_IDENTITY_KEY", str(identity_key))
         self.standin_port = self.standin_port or free_port()
         self.env.setdefault("ELEPHANT_DCV_URL_TEMPLATE", f"http://127.0.0.1:{self.standin_port}/{{instance_id}}/")
         self.env.setdefault("ELEPHANT_SIM_BOOT_SECONDS", "10")
@@ -172,6 +194,26 @@ class Stack:
                 if name.startswith("ELEPHANT_") and value:
                     self.env.setdefault(name, value)
         self.manage("ddb_bootstrap")
+        if self.local_aws:
+            self.recordings_bucket_create()
+
+    def recordings_bucket_create(self) -> None:
+        """The local endpoint serves S3 too: the bucket recordings are uploaded to (docs/pages.md "Recordings")."""
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name=self.env["AWS_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+        region = self.env["AWS_REGION"]
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            s3.create_bucket(Bucket=RECORDINGS_BUCKET, **location)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
 
     def start_services(self) -> None:
         web = self._spawn(
@@ -197,6 +239,8 @@ class Stack:
 
     def start(self) -> Stack:
         self.env.setdefault("ELEPHANT_PUBLIC_URL", self.url)
+        # Mail is printed in the worker's output (this terminal) unless DJANGO_EMAIL_URL says otherwise.
+        self.env.setdefault("DJANGO_EMAIL_URL", "console:")
         # The set-up commands below live in the "devtools" app: install it whatever DJANGO_DEBUG says.
         self.env.setdefault("ELEPHANT_DEV_TOOLS", "true")
         self.start_redis()

@@ -92,6 +92,8 @@ def _client(service: str, region: str, endpoint_url: str | None, mode: str, atte
         connect_timeout=timeout or 5,
         read_timeout=timeout or 20,
         max_pool_connections=32,
+        # Presigned S3 links (recordings) in Signature Version 4, which every region accepts.
+        signature_version="s3v4" if service == "s3" else None,
     )
     return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)
 
@@ -134,6 +136,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        # EC2 sends capacity errors as HTTP 500: they are an answer (try another type or zone), not a fault.
+        if code in CAPACITY_CODES:
+            return False
         return code in THROTTLING_CODES or code in TRANSIENT_CODES or status >= 500
     return isinstance(exc, BotoCoreError) and not isinstance(exc, CONFIG_EXCEPTIONS)
 

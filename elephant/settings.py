@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from elephant.email_url import email_settings
 from elephant.env import env_bool, env_float, env_int, env_list, env_required, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "fleet",
     "mirror",
     "signalling",
+    "notifications",
 ]
 # Development tools (devtools/: the `make run` launcher, the DCV stand-in, the local set-up
 # commands ensure_demo_users and fleet_local_setup) are installed only in development:
@@ -215,17 +217,24 @@ ELEPHANT_PAST_TOLERANCE_MINUTES = env_int("ELEPHANT_PAST_TOLERANCE_MINUTES", 30)
 ELEPHANT_MAX_DURATION_MINUTES = env_int("ELEPHANT_MAX_DURATION_MINUTES", 480)
 # How far ahead a meeting can be scheduled (page, API and staff console alike).
 ELEPHANT_MAX_SCHEDULE_AHEAD_DAYS = env_int("ELEPHANT_MAX_SCHEDULE_AHEAD_DAYS", 365)
+# The longest weekly series one scheduling may create (form "Repeat weekly", API "repeat": {"weekly": N}).
+ELEPHANT_MAX_SERIES_WEEKS = env_int("ELEPHANT_MAX_SERIES_WEEKS", 52)
 
 # AWS (boto3). AWS_ENDPOINT_URL points every client at a local endpoint (moto server).
 AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-west-2"))
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL", "") or None
 ELEPHANT_AMI_ID = env_str("ELEPHANT_AMI_ID", "")
-ELEPHANT_INSTANCE_TYPES = env_list("ELEPHANT_INSTANCE_TYPES", ["g4dn.xlarge", "g5.xlarge", "g4ad.xlarge"])
+# One GPU vendor per list (one AMI carries one driver): fleet.aws.launch_config_problems checks it.
+ELEPHANT_INSTANCE_TYPES = env_list("ELEPHANT_INSTANCE_TYPES", ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"])
 ELEPHANT_KEY_NAME = env_str("ELEPHANT_KEY_NAME", "")
 ELEPHANT_SECURITY_GROUP_IDS = env_list("ELEPHANT_SECURITY_GROUP_IDS", [])
 ELEPHANT_SUBNET_IDS = env_list("ELEPHANT_SUBNET_IDS", [])
 ELEPHANT_AVAILABILITY_ZONES = env_list("ELEPHANT_AVAILABILITY_ZONES", [])
 ELEPHANT_INSTANCE_PROFILE = env_str("ELEPHANT_INSTANCE_PROFILE", "")
+# Request a public IPv4 address for each host (and put only that one in DNS); false for private subnets.
+ELEPHANT_PUBLIC_IP = env_bool("ELEPHANT_PUBLIC_IP", True)
+# The ElephantDeployment tag on everything the fleet creates; the reaper and watchdog touch only their own.
+ELEPHANT_DEPLOYMENT = env_str("ELEPHANT_DEPLOYMENT", "local")
 ELEPHANT_VOLUME_SIZE_GB = env_int("ELEPHANT_VOLUME_SIZE_GB", 60)
 ELEPHANT_DNS_ZONE_ID = env_str("ELEPHANT_DNS_ZONE_ID", "")
 ELEPHANT_DNS_DOMAIN = env_str("ELEPHANT_DNS_DOMAIN", "desktops.example.com")
@@ -243,6 +252,9 @@ ELEPHANT_AWS_MAX_ATTEMPTS = env_int("ELEPHANT_AWS_MAX_ATTEMPTS", 5)
 ELEPHANT_REAPER_SECONDS = env_int("ELEPHANT_REAPER_SECONDS", 60)
 ELEPHANT_REAPER_GRACE_MINUTES = env_int("ELEPHANT_REAPER_GRACE_MINUTES", 15)
 ELEPHANT_DCV_USERNAME = env_str("ELEPHANT_DCV_USERNAME", "")
+# The region's public AWS certificate (RSA, for the base64 `signature` form) that host attestations are verified
+# against (fleet.attest): a PEM, or the path of one. Empty: no host can attest.
+ELEPHANT_AWS_IDENTITY_CERT = env_str("ELEPHANT_AWS_IDENTITY_CERT", "")
 
 # DynamoDB mirror.
 ELEPHANT_DDB_TABLE = env_str("ELEPHANT_DDB_TABLE", "elephant-meetings")
@@ -261,6 +273,11 @@ ELEPHANT_SIGNALLING_RATE_PER_SECOND = env_float("ELEPHANT_SIGNALLING_RATE_PER_SE
 ELEPHANT_SIGNALLING_RATE_BURST = env_int("ELEPHANT_SIGNALLING_RATE_BURST", 200)
 ELEPHANT_SIGNALLING_AUTH_FAILURES = env_int("ELEPHANT_SIGNALLING_AUTH_FAILURES", 3)
 ELEPHANT_SIGNALLING_IDLE_SECONDS = env_int("ELEPHANT_SIGNALLING_IDLE_SECONDS", 60)
+# A new socket must join a room or subscribe within this time (close 4408); no frame extends it.
+ELEPHANT_SIGNALLING_JOIN_SECONDS = env_float("ELEPHANT_SIGNALLING_JOIN_SECONDS", 10.0)
+# Open sockets per web process and per client address (behind a proxy: daphne --proxy-headers); over: close 4429.
+ELEPHANT_SIGNALLING_MAX_SOCKETS = env_int("ELEPHANT_SIGNALLING_MAX_SOCKETS", 10000)
+ELEPHANT_SIGNALLING_MAX_SOCKETS_PER_ADDRESS = env_int("ELEPHANT_SIGNALLING_MAX_SOCKETS_PER_ADDRESS", 100)
 ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS = env_float("ELEPHANT_SIGNALLING_PRESENCE_TTL_SECONDS", 6.0)
 ELEPHANT_ICE_SERVERS = json.loads(env_str("ELEPHANT_ICE_SERVERS", '[{"urls": ["stun:stun.l.google.com:19302"]}]'))
 
@@ -271,3 +288,12 @@ ELEPHANT_AUTO_REDIRECT = env_bool("ELEPHANT_AUTO_REDIRECT", True)  # waiting roo
 ELEPHANT_TURN_SECRET = env_str("ELEPHANT_TURN_SECRET", "")
 ELEPHANT_TURN_URLS = env_list("ELEPHANT_TURN_URLS", [])
 ELEPHANT_TURN_TTL_SECONDS = env_int("ELEPHANT_TURN_TTL_SECONDS", 3600)
+
+# Mail to the participants (docs/pages.md "Mail"): smtp://, smtp+tls://, smtps:// or console: (printed by the worker).
+globals().update(email_settings(env_str("DJANGO_EMAIL_URL", "console:")))
+DEFAULT_FROM_EMAIL = env_str("ELEPHANT_MAIL_FROM", "Elephant <elephant@localhost>")
+ELEPHANT_REMINDER_MINUTES = env_int("ELEPHANT_REMINDER_MINUTES", 15)
+ELEPHANT_MAIL_SWEEP_SECONDS = env_int("ELEPHANT_MAIL_SWEEP_SECONDS", 60)  # beat: lost mail and due reminders
+
+# Recordings: the session data the agents upload, offered as presigned S3 links minted per page view.
+ELEPHANT_RECORDING_LINK_SECONDS = env_int("ELEPHANT_RECORDING_LINK_SECONDS", 300)

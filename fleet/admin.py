@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from fleet import aws, selectors, services
-from fleet.models import Host, HostEvent
+from fleet.models import DesktopProfile, Host, HostEvent
 from meetings.admin import OPERATIONS_ROLE, SUPPORT_ROLE, DisplayOnlyInline, meeting_admin_extend, staff_role_extend
 from meetings.models import ACTIVE_STATUSES, MeetingStatus, TerminationReason
 
@@ -32,6 +32,7 @@ HOST_FIELDS = (
     "ec2_checks_ok",
     "dcv_answered",
     "agent_healthy_at",
+    "attested_at",
     "probe_failures",
     "last_error",
 )
@@ -188,3 +189,56 @@ class HostAdmin(admin.ModelAdmin):
     @admin.display(description="Last error")
     def short_error(self, obj: Host) -> str:
         return obj.last_error[:120]
+
+
+@admin.register(DesktopProfile)
+class DesktopProfileAdmin(admin.ModelAdmin):
+    """Desktop profiles: what a meeting's hosts are launched with. Every profile that allows IMDSv1 is flagged:
+    its images' agents read instance metadata without a token, which staff should move to IMDSv2."""
+
+    list_display = ("name", "label", "os", "ami_id", "instance_types", "is_default", "is_active", "imds_flag")
+    list_filter = ("os", "allows_imdsv1", "is_default", "is_active")
+    search_fields = ("name", "label", "ami_id")
+    fieldsets = (
+        (None, {"fields": ("name", "label", "os", "is_default", "is_active")}),
+        (
+            "Launch (blank: the ELEPHANT_* setting)",
+            {
+                "fields": (
+                    "ami_id",
+                    "instance_types",
+                    "subnet_ids",
+                    "security_group_ids",
+                    "instance_profile",
+                    "volume_size_gb",
+                    "launch_template",
+                    "launch_template_version",
+                )
+            },
+        ),
+        ("Instance metadata", {"fields": ("allows_imdsv1",)}),
+    )
+
+    @admin.display(description="IMDS", ordering="allows_imdsv1")
+    def imds_flag(self, obj: DesktopProfile):
+        if obj.allows_imdsv1:
+            return format_html('<strong class="imdsv1-allowed" style="color:#b00">{}</strong>', "IMDSv1 allowed")
+        return "IMDSv2 only"
+
+    def changelist_view(self, request, extra_context=None):
+        allowing = list(DesktopProfile.objects.filter(allows_imdsv1=True).values_list("name", flat=True))
+        if allowing:
+            self.message_user(
+                request,
+                f"{len(allowing)} desktop profile(s) allow IMDSv1 ({', '.join(allowing)}): their hosts answer "
+                "instance metadata without a session token. Move their images' agents to IMDSv2, then clear "
+                "'allows IMDSv1'.",
+                messages.WARNING,
+            )
+        return super().changelist_view(request, extra_context)
+
+
+staff_role_extend(
+    OPERATIONS_ROLE,
+    ["fleet.view_desktopprofile", "fleet.add_desktopprofile", "fleet.change_desktopprofile"],
+)

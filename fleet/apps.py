@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class FleetConfig(AppConfig):
     name = "fleet"
     verbose_name = "Fleet (EC2 DCV hosts)"
+
+    def ready(self):
+        from fleet.profiles import desktop_profile_choices
+        from meetings.schedule import desktop_profile_choices_register
+
+        desktop_profile_choices_register(desktop_profile_choices)

@@ -7,14 +7,15 @@ wrong configuration, missing permissions) are ``AwsConfigError``, so callers fai
 instead of looping.
 """
 
+import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from elephant.aws import (  # noqa: F401  re-exported: the fleet's callers catch these as aws.*
@@ -27,7 +28,10 @@ from elephant.aws import (  # noqa: F401  re-exported: the fleet's callers catch
     aws_client,
     aws_clients_reset,
     aws_error,
+    error_code,
+    error_message,
 )
+from meetings.policy import ROLES
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ TERMINATE_BATCH = 500
 LIVE_EC2_STATES = ("pending", "running", "stopping", "stopped")
 NOT_FOUND_CODE = "InvalidInstanceID.NotFound"
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]+")
+_TAG_VALUE = re.compile(r"[\w .:/=+\-@]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,25 @@ class Instance:
         )
 
 
+def _capacity_is_final(response=None, operation=None, **_):
+    """``needs-retry`` hook: a capacity or quota error (HTTP 500 for capacity) is an answer, not a fault;
+    botocore must not retry it (it would spend retries and quota on what only another candidate fixes)."""
+    if not response:
+        return None
+    _, parsed = response
+    code = (parsed or {}).get("Error", {}).get("Code", "")
+    if code in CAPACITY_CODES or code in QUOTA_CODES:
+        raise ClientError(parsed, operation.name)
+    return None
+
+
 def ec2_client():
-    return aws_client("ec2")
+    client = aws_client("ec2")
+    # Registered first, so it decides before the retry handler; unique_id makes it once per client.
+    client.meta.events.register_first(
+        "needs-retry.ec2.RunInstances", _capacity_is_final, unique_id="elephant-capacity-is-final"
+    )
+    return client
 
 
 def route53_client():
@@ -87,6 +109,32 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 # --- EC2 --------------------------------------------------------------------------------------------
+DEPLOYMENT_TAG = "ElephantDeployment"
+# Quotas: no other type or zone helps and no retry will; staff must act (Service Quotas, other instances).
+QUOTA_CODES = frozenset(
+    {"VcpuLimitExceeded", "InstanceLimitExceeded", "VolumeLimitExceeded", "MaxSpotInstanceCountExceeded"}
+)
+# GPU families by vendor: one AMI carries one driver, so a fallback list must not mix them.
+GPU_VENDORS = {
+    "g4ad": "AMD",
+    "g4dn": "NVIDIA",
+    "g5": "NVIDIA",
+    "g5g": "NVIDIA",
+    "g6": "NVIDIA",
+    "g6e": "NVIDIA",
+    "gr6": "NVIDIA",
+    "g3": "NVIDIA",
+    "g3s": "NVIDIA",
+    "p3": "NVIDIA",
+    "p4d": "NVIDIA",
+    "p5": "NVIDIA",
+}
+
+
+def deployment() -> str:
+    return settings.ELEPHANT_DEPLOYMENT
+
+
 def instance_tags(*, meeting_id: str, role: str, generation: int) -> list[dict[str, str]]:
     return [
         {"Key": "Name", "Value": f"{meeting_id}_{role}"},
@@ -94,13 +142,70 @@ def instance_tags(*, meeting_id: str, role: str, generation: int) -> list[dict[s
         {"Key": "Role", "Value": role},
         {"Key": "Generation", "Value": str(generation)},
         {"Key": "Project", "Value": PROJECT_TAG},
+        {"Key": DEPLOYMENT_TAG, "Value": deployment()},
     ]
 
 
-def client_token(*, meeting_id: str, role: str, generation: int) -> str:
-    # The first host keeps the documented token; a replacement needs its own, or EC2 would
-    # answer with the instance being replaced.
-    return f"{meeting_id}-{role}" if generation == 1 else f"{meeting_id}-{role}-g{generation}"
+def _scope_filters() -> list[dict[str, Any]]:
+    """What makes an instance this deployment's: both tags, so another deployment's hosts are never touched."""
+    return [
+        {"Name": "tag:Project", "Values": [PROJECT_TAG]},
+        {"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [deployment()]},
+    ]
+
+
+@dataclass(frozen=True)
+class LaunchCandidate:
+    """One (instance type, placement) a host may be launched with; tried in order."""
+
+    instance_type: str
+    subnet_id: str = ""
+    availability_zone: str = ""
+
+    @property
+    def where(self) -> str:
+        return self.subnet_id or self.availability_zone
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What one host is launched with: its desktop profile resolved (``fleet.profiles``), or the settings."""
+
+    image_id: str
+    instance_types: tuple[str, ...]
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    instance_profile: str = ""
+    volume_size_gb: int = 60
+    launch_template: str = ""
+    launch_template_version: str = ""
+    # "optional" lets IMDSv1 (tokenless) calls through: only for images whose agents still need it.
+    http_tokens: str = "required"
+    user_data: str = ""
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> "LaunchSpec":
+        values = {
+            "image_id": settings.ELEPHANT_AMI_ID,
+            "instance_types": tuple(settings.ELEPHANT_INSTANCE_TYPES),
+            "subnet_ids": tuple(settings.ELEPHANT_SUBNET_IDS),
+            "security_group_ids": tuple(settings.ELEPHANT_SECURITY_GROUP_IDS),
+            "instance_profile": settings.ELEPHANT_INSTANCE_PROFILE,
+            "volume_size_gb": settings.ELEPHANT_VOLUME_SIZE_GB,
+        }
+        return cls(**{**values, **overrides})
+
+
+def client_token(*, meeting_id: str, role: str, generation: int, candidate: LaunchCandidate) -> str:
+    """The RunInstances ClientToken of one candidate of one host (at most 64 ASCII characters).
+
+    Derived from what the launch is (deployment, meeting, role, generation) and the candidate, so
+    a repeated or crashed launch sends the same token for the same request (EC2 answers with the
+    instance it already started) and each candidate its own (EC2 binds a token to its parameters:
+    reusing it for another type or zone is ``IdempotentParameterMismatch``).
+    """
+    what = "|".join((deployment(), meeting_id, role, str(generation), candidate.instance_type, candidate.where))
+    return f"{meeting_id}-{role[:1]}{generation}-{hashlib.sha256(what.encode()).hexdigest()[:24]}"
 
 
 def _describe(**params: Any) -> list[Instance]:
@@ -121,7 +226,7 @@ def instance_find_live(*, meeting_id: str, role: str, generation: int) -> Instan
     filters = [
         {"Name": "tag:MeetingID", "Values": [meeting_id]},
         {"Name": "tag:Role", "Values": [role]},
-        {"Name": "tag:Project", "Values": [PROJECT_TAG]},
+        *_scope_filters(),
         {"Name": "instance-state-name", "Values": ["pending", "running"]},
     ]
     try:
@@ -134,95 +239,236 @@ def instance_find_live(*, meeting_id: str, role: str, generation: int) -> Instan
     return matching[0] if matching else None
 
 
-def _launch_specifications() -> list[dict[str, Any]]:
-    """Where to try, in order: each subnet, else each availability zone, else anywhere."""
-    groups = settings.ELEPHANT_SECURITY_GROUP_IDS
-    if settings.ELEPHANT_SUBNET_IDS:
-        specs = []
-        for subnet in settings.ELEPHANT_SUBNET_IDS:
-            spec: dict[str, Any] = {"SubnetId": subnet}
-            if groups:
-                spec["SecurityGroupIds"] = list(groups)
-            specs.append(spec)
-        return specs
-    base: dict[str, Any] = {"SecurityGroupIds": list(groups)} if groups else {}
-    if settings.ELEPHANT_AVAILABILITY_ZONES:
-        return [{**base, "Placement": {"AvailabilityZone": zone}} for zone in settings.ELEPHANT_AVAILABILITY_ZONES]
-    return [base]
+def instance_types_problem(instance_types: Iterable[str]) -> str:
+    """Why this fallback list cannot work ('' when it can): it mixes GPU vendors (g4ad AMD, g4dn/g5/g6 NVIDIA)."""
+    vendors: dict[str, list[str]] = {}
+    for instance_type in instance_types:
+        vendor = GPU_VENDORS.get(instance_type.split(".", 1)[0])
+        if vendor:
+            vendors.setdefault(vendor, []).append(instance_type)
+    if len(vendors) > 1:
+        listed = "; ".join(f"{vendor}: {', '.join(types)}" for vendor, types in sorted(vendors.items()))
+        return f"the instance types mix GPU vendors ({listed}); one AMI carries one GPU driver, list one vendor only"
+    return ""
 
 
-def launch_config_problems() -> list[str]:
+def launch_candidates(
+    *, role: str, instance_types: Iterable[str] | None = None, subnet_ids: Iterable[str] | None = None
+) -> list[LaunchCandidate]:
+    """Where to try, in order: each type (in fallback order), and for each type each subnet, else
+    each availability zone, else anywhere.
+
+    The placements are rotated by role, so with several subnets (one per AZ) the teacher's and the
+    student's hosts start in different zones; a capacity error moves on to the next candidate.
+    """
+    types = list(instance_types if instance_types is not None else settings.ELEPHANT_INSTANCE_TYPES)
+    subnets = list(subnet_ids if subnet_ids is not None else settings.ELEPHANT_SUBNET_IDS)
+    if subnets:
+        placements = [{"subnet_id": subnet} for subnet in subnets]
+    elif settings.ELEPHANT_AVAILABILITY_ZONES:
+        placements = [{"availability_zone": zone} for zone in settings.ELEPHANT_AVAILABILITY_ZONES]
+    else:
+        placements = [{}]
+    shift = ROLES.index(role) % len(placements) if role in ROLES else 0
+    placements = placements[shift:] + placements[:shift]
+    return [LaunchCandidate(instance_type=t, **placement) for t in types for placement in placements]
+
+
+def launch_config_problems(spec: LaunchSpec | None = None) -> list[str]:
     """What is missing from the launch configuration (empty when a launch can be tried)."""
+    spec = spec or LaunchSpec.from_settings()
     problems = []
-    if not settings.ELEPHANT_AMI_ID:
+    if not spec.image_id:
         problems.append("ELEPHANT_AMI_ID is not set")
-    if not settings.ELEPHANT_INSTANCE_TYPES:
+    if not spec.instance_types:
         problems.append("ELEPHANT_INSTANCE_TYPES is empty")
+    elif vendor_problem := instance_types_problem(spec.instance_types):
+        problems.append(f"ELEPHANT_INSTANCE_TYPES: {vendor_problem}")
     if not settings.AWS_REGION:
         problems.append("AWS_REGION is not set")
+    if not _TAG_VALUE.fullmatch(settings.ELEPHANT_DEPLOYMENT or ""):
+        problems.append(f"ELEPHANT_DEPLOYMENT {settings.ELEPHANT_DEPLOYMENT!r} is not a usable tag value")
     return problems
 
 
-def instance_run(*, meeting_id: str, role: str, generation: int) -> Instance:
-    """RunInstances for one host, falling back through instance types and placements on capacity errors."""
-    problems = launch_config_problems()
+def image_root_device(image_id: str) -> str:
+    """The AMI's root device name (DescribeImages): the root volume's mapping must use it, or EC2 adds a second disk."""
+    try:
+        images = aws_call(ec2_client().describe_images, ImageIds=[image_id]).get("Images", [])
+    except ClientError as exc:
+        raise classify_client_error(exc, operation="DescribeImages") from exc
+    if not images:
+        raise AwsConfigError(
+            f"the AMI {image_id} was not found", code="InvalidAMIID.NotFound", operation="DescribeImages"
+        )
+    return images[0].get("RootDeviceName") or "/dev/sda1"
+
+
+class LaunchLeaseLost(AwsError):
+    """Another worker claimed the host while this one went through the candidates: stop, launch nothing more."""
+
+
+def _quota_message(code: str, message: str) -> str:
+    return (
+        f"EC2 quota reached ({code}: {message}). Nothing was launched. Ask for a higher quota in Service Quotas "
+        f"(EC2, region {settings.AWS_REGION}: 'Running On-Demand G and VT instances' counts vCPUs), "
+        "or end other instances, then launch the meeting again."
+    )
+
+
+def _run_candidate(client, params: dict[str, Any]) -> dict | None:
+    """RunInstances once; None when the candidate has no capacity (the caller moves on at once).
+
+    Capacity is read from the error code before anything else: EC2 sends it as HTTP 500, which
+    the shared classification (``aws_error``) would take for a transient fault.
+    """
+    try:
+        return client.run_instances(**params)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in CAPACITY_CODES:
+            return None
+        if code in QUOTA_CODES:
+            raise AwsConfigError(_quota_message(code, error_message(exc)), code=code, operation="RunInstances") from exc
+        raise aws_error(exc, operation="RunInstances") from exc
+    except BotoCoreError as exc:
+        raise aws_error(exc, operation="RunInstances") from exc
+
+
+def instance_run(
+    *,
+    meeting_id: str,
+    role: str,
+    generation: int,
+    on_candidate: Callable[[str], bool] | None = None,
+    resume_token: str = "",
+    spec: LaunchSpec | None = None,
+) -> Instance:
+    """RunInstances for one host, moving on through the (type, placement) candidates on capacity errors.
+
+    A capacity error (``InsufficientInstanceCapacity``, ``InsufficientCapacity``, ``Unsupported``)
+    costs no retry: botocore is told not to retry it (``ec2_client``) and the next candidate is
+    tried at once. Each candidate has its own ClientToken (``client_token``). ``on_candidate`` is
+    called with the token before each one (the caller renews its claim and records the token
+    there); when it answers False the chain stops with ``LaunchLeaseLost``. ``resume_token`` (the
+    token a crashed launch last sent) puts its candidate first: EC2 answers with the instance that
+    launch started, if it started one, and every other candidate was refused or never tried.
+    Quota errors fail at once with a message staff can act on. ``spec`` (default: the settings) is
+    the host's desktop profile: image, types, subnets, groups, disk, launch template, IMDS and user data.
+    """
+    spec = spec or LaunchSpec.from_settings()
+    problems = launch_config_problems(spec)
     if problems:
         raise AwsConfigError("; ".join(problems), code="Configuration", operation="RunInstances")
     client = ec2_client()
+    tags = instance_tags(meeting_id=meeting_id, role=role, generation=generation)
     base: dict[str, Any] = {
-        "ImageId": settings.ELEPHANT_AMI_ID,
+        "ImageId": spec.image_id,
         "MinCount": 1,
         "MaxCount": 1,
-        "ClientToken": client_token(meeting_id=meeting_id, role=role, generation=generation),
         "TagSpecifications": [
-            {
-                "ResourceType": "instance",
-                "Tags": instance_tags(meeting_id=meeting_id, role=role, generation=generation),
-            },
-            {"ResourceType": "volume", "Tags": instance_tags(meeting_id=meeting_id, role=role, generation=generation)},
+            {"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume", "network-interface")
         ],
         "BlockDeviceMappings": [
             {
-                "DeviceName": "/dev/sda1",
+                "DeviceName": image_root_device(spec.image_id),
                 "Ebs": {
-                    "VolumeSize": settings.ELEPHANT_VOLUME_SIZE_GB,
+                    "VolumeSize": spec.volume_size_gb,
                     "VolumeType": "gp3",
                     "DeleteOnTermination": True,
+                    "Encrypted": True,
                 },
             }
         ],
         "InstanceInitiatedShutdownBehavior": "terminate",
-        "MetadataOptions": {"HttpTokens": "required"},
+        # Instance metadata tags on: the boot script reads its meeting and role from them.
+        "MetadataOptions": {
+            "HttpTokens": spec.http_tokens,
+            "HttpEndpoint": "enabled",
+            "InstanceMetadataTags": "enabled",
+        },
     }
+    if spec.user_data:
+        base["UserData"] = spec.user_data  # boto3 base64-encodes it
+    if spec.launch_template:
+        key = "LaunchTemplateId" if spec.launch_template.startswith("lt-") else "LaunchTemplateName"
+        base["LaunchTemplate"] = {key: spec.launch_template, "Version": spec.launch_template_version or "$Default"}
     if settings.ELEPHANT_KEY_NAME:
         base["KeyName"] = settings.ELEPHANT_KEY_NAME
-    if settings.ELEPHANT_INSTANCE_PROFILE:
-        profile = settings.ELEPHANT_INSTANCE_PROFILE
+    if spec.instance_profile:
+        profile = spec.instance_profile
         base["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
-    capacity_errors = []
-    for instance_type in settings.ELEPHANT_INSTANCE_TYPES:
-        for placement in _launch_specifications():
-            params = {**base, **placement, "InstanceType": instance_type}
-            try:
-                response = aws_call(client.run_instances, **params)
-            except ClientError as exc:
-                error = classify_client_error(exc, operation="RunInstances")
-                if isinstance(error, AwsCapacityError):
-                    where = placement.get("SubnetId") or placement.get("Placement", {}).get("AvailabilityZone", "")
-                    logger.warning("no capacity for %s %s: %s; trying the next", instance_type, where, error.code)
-                    capacity_errors.append(f"{instance_type} {where}".strip())
-                    continue
-                raise error from exc
-            instance = Instance.from_api(response["Instances"][0])
-            logger.info(
-                "launched %s (%s) for %s/%s#%d", instance.instance_id, instance_type, meeting_id, role, generation
+    no_capacity = []
+    names = {"meeting_id": meeting_id, "role": role, "generation": generation}
+    chain = [
+        (candidate, client_token(**names, candidate=candidate))
+        for candidate in launch_candidates(role=role, instance_types=spec.instance_types, subnet_ids=spec.subnet_ids)
+    ]
+    chain.sort(key=lambda pair: pair[1] != resume_token)  # stable: the resumed candidate first, the rest in order
+    for candidate, token in chain:
+        if on_candidate is not None and not on_candidate(token):
+            raise LaunchLeaseLost(
+                f"the launch of {meeting_id}/{role}#{generation} was claimed by another worker",
+                code="LaunchLeaseLost",
+                operation="RunInstances",
             )
-            return instance
+        params = {
+            **base,
+            **_placement(candidate, security_group_ids=spec.security_group_ids),
+            "InstanceType": candidate.instance_type,
+            "ClientToken": token,
+        }
+        response = _run_candidate(client, params)
+        if response is None:
+            logger.warning("no capacity for %s %s; trying the next candidate", candidate.instance_type, candidate.where)
+            no_capacity.append(f"{candidate.instance_type} {candidate.where}".strip())
+            continue
+        instance = Instance.from_api(response["Instances"][0])
+        logger.info(
+            "launched %s (%s %s) for %s/%s#%d",
+            instance.instance_id,
+            candidate.instance_type,
+            instance.availability_zone,
+            meeting_id,
+            role,
+            generation,
+        )
+        return instance
     raise AwsCapacityError(
-        "InsufficientInstanceCapacity for every configured type: " + ", ".join(capacity_errors),
+        "InsufficientInstanceCapacity for every configured type and placement: " + ", ".join(no_capacity),
         code="InsufficientInstanceCapacity",
         operation="RunInstances",
     )
+
+
+def _placement(candidate: LaunchCandidate, *, security_group_ids: Iterable[str] = ()) -> dict[str, Any]:
+    """The network part of RunInstances: one interface asking explicitly for a public address (or not)."""
+    interface: dict[str, Any] = {
+        "DeviceIndex": 0,
+        "DeleteOnTermination": True,
+        "AssociatePublicIpAddress": settings.ELEPHANT_PUBLIC_IP,
+    }
+    if candidate.subnet_id:
+        interface["SubnetId"] = candidate.subnet_id
+    if security_group_ids:
+        interface["Groups"] = list(security_group_ids)
+    placement: dict[str, Any] = {"NetworkInterfaces": [interface]}
+    if candidate.availability_zone:
+        placement["Placement"] = {"AvailabilityZone": candidate.availability_zone}
+    return placement
+
+
+def instance_of_other_deployment(instance: Instance) -> bool:
+    """The instance carries another deployment's tag: this installation never acts on it.
+    (An instance from before the tag existed carries none and is still this installation's.)"""
+    tag = (instance.tags or {}).get(DEPLOYMENT_TAG)
+    return tag is not None and tag != deployment()
+
+
+def instance_address(instance: Instance) -> str:
+    """The address participants reach the host at: its public one, unless hosts are private
+    (``ELEPHANT_PUBLIC_IP`` false). A private address never goes into a public record."""
+    return instance.public_address if settings.ELEPHANT_PUBLIC_IP else instance.private_address
 
 
 def instances_describe(instance_ids: Iterable[str]) -> tuple[dict[str, Instance], set[str]]:
@@ -250,29 +496,59 @@ def instances_describe(instance_ids: Iterable[str]) -> tuple[dict[str, Instance]
 
 
 def instances_status_ok(instance_ids: Iterable[str]) -> set[str]:
-    """The ids whose EC2 instance and system status checks both pass (100 ids per call)."""
-    client = ec2_client()
+    """The ids whose EC2 instance and system status checks both pass (100 ids per call).
+
+    One unknown id fails a whole DescribeInstanceStatus call: the ids EC2 names are set aside and
+    the rest asked again; an error naming none of them falls back to asking each id alone. So a
+    vanished (or not yet visible) instance never hides the others' checks.
+    """
     passing: set[str] = set()
     for batch in _chunks(sorted(set(instance_ids)), STATUS_BATCH):
-        params: dict[str, Any] = {"InstanceIds": batch, "IncludeAllInstances": True}
-        while True:
+        pending = list(batch)
+        while pending:
             try:
-                page = aws_call(client.describe_instance_status, **params)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == NOT_FOUND_CODE:
-                    break  # a vanished instance is handled by the watchdog
-                raise classify_client_error(exc, operation="DescribeInstanceStatus") from exc
-            for status in page.get("InstanceStatuses", []):
-                if (
-                    status.get("InstanceState", {}).get("Name") == "running"
-                    and status.get("InstanceStatus", {}).get("Status") == "ok"
-                    and status.get("SystemStatus", {}).get("Status") == "ok"
-                ):
-                    passing.add(status["InstanceId"])
-            if not page.get("NextToken"):
+                passing |= _status_ok(pending)
                 break
-            params["NextToken"] = page["NextToken"]
+            except _UnknownIds as exc:
+                named = exc.ids & set(pending)
+                if named:
+                    pending = [i for i in pending if i not in named]
+                    continue
+                for instance_id in pending:
+                    try:
+                        passing |= _status_ok([instance_id])
+                    except _UnknownIds:
+                        pass
+                break
     return passing
+
+
+class _UnknownIds(Exception):
+    def __init__(self, ids: set[str]):
+        self.ids = ids
+
+
+def _status_ok(instance_ids: list[str]) -> set[str]:
+    client = ec2_client()
+    passing: set[str] = set()
+    params: dict[str, Any] = {"InstanceIds": instance_ids, "IncludeAllInstances": True}
+    while True:
+        try:
+            page = aws_call(client.describe_instance_status, **params)
+        except ClientError as exc:
+            if error_code(exc) == NOT_FOUND_CODE:
+                raise _UnknownIds(set(_INSTANCE_ID.findall(error_message(exc)))) from exc
+            raise classify_client_error(exc, operation="DescribeInstanceStatus") from exc
+        for status in page.get("InstanceStatuses", []):
+            if (
+                status.get("InstanceState", {}).get("Name") == "running"
+                and status.get("InstanceStatus", {}).get("Status") == "ok"
+                and status.get("SystemStatus", {}).get("Status") == "ok"
+            ):
+                passing.add(status["InstanceId"])
+        if not page.get("NextToken"):
+            return passing
+        params["NextToken"] = page["NextToken"]
 
 
 def instances_terminate(instance_ids: Iterable[str]) -> None:
@@ -292,11 +568,9 @@ def instances_terminate(instance_ids: Iterable[str]) -> None:
 
 
 def instances_of_project() -> list[Instance]:
-    """Every not-yet-terminated instance tagged Project=Elephant (paginated, 1,000 per page)."""
-    filters = [
-        {"Name": "tag:Project", "Values": [PROJECT_TAG]},
-        {"Name": "instance-state-name", "Values": list(LIVE_EC2_STATES)},
-    ]
+    """Every not-yet-terminated instance of this deployment (tags Project=Elephant and
+    ElephantDeployment=ELEPHANT_DEPLOYMENT; paginated, 1,000 per page)."""
+    filters = [*_scope_filters(), {"Name": "instance-state-name", "Values": list(LIVE_EC2_STATES)}]
     try:
         return _describe(Filters=filters, MaxResults=1000)
     except ClientError as exc:
@@ -308,29 +582,111 @@ def dns_name(instance_id: str) -> str:
     return f"{instance_id}.{settings.ELEPHANT_DNS_DOMAIN}".rstrip(".")
 
 
-def dns_record_change(*, action: str, instance_id: str, address: str) -> bool:
-    """UPSERT or DELETE the host's A record. False when no zone is configured (nothing to do)."""
-    if not settings.ELEPHANT_DNS_ZONE_ID or not address:
-        return False
-    change = {
-        "Action": action,
-        "ResourceRecordSet": {
-            "Name": dns_name(instance_id),
-            "Type": "A",
-            "TTL": 60,
-            "ResourceRecords": [{"Value": address}],
-        },
-    }
+# ChangeResourceRecordSets takes up to 1,000 ResourceRecord elements per request, an UPSERT's counted
+# twice (and 32,000 characters of values, counted twice too: 500 IPv4 records stay far below it).
+DNS_BATCH = 500
+DNS_DELETE_BATCH = 1000
+DNS_TTL = 60
+
+
+@dataclass(frozen=True)
+class DnsChange:
+    """A submitted change batch: its id (for GetChange) and whether Route 53 has applied it everywhere."""
+
+    change_id: str
+    insync: bool
+
+
+def _record(name: str, address: str) -> dict[str, Any]:
+    return {"Name": name, "Type": "A", "TTL": DNS_TTL, "ResourceRecords": [{"Value": address}]}
+
+
+def _change_batch(changes: list[dict[str, Any]], *, operation_comment: str, size: int) -> list[DnsChange]:
     client = route53_client()
-    try:
-        aws_call(
-            client.change_resource_record_sets,
-            HostedZoneId=settings.ELEPHANT_DNS_ZONE_ID,
-            ChangeBatch={"Comment": "Elephant host", "Changes": [change]},
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if action == "DELETE" and code == "InvalidChangeBatch":
-            return False  # already gone
-        raise classify_client_error(exc, operation="ChangeResourceRecordSets") from exc
-    return True
+    submitted = []
+    for start in range(0, len(changes), size):
+        try:
+            info = aws_call(
+                client.change_resource_record_sets,
+                HostedZoneId=settings.ELEPHANT_DNS_ZONE_ID,
+                ChangeBatch={"Comment": operation_comment, "Changes": changes[start : start + size]},
+            )["ChangeInfo"]
+        except ClientError as exc:
+            raise classify_client_error(exc, operation="ChangeResourceRecordSets") from exc
+        submitted.append(DnsChange(change_id=info["Id"].split("/")[-1], insync=info.get("Status") == "INSYNC"))
+    return submitted
+
+
+def dns_records_upsert(records: dict[str, str]) -> list[DnsChange]:
+    """UPSERT the A records ``instance id -> address`` in one change batch (per 500).
+
+    Empty when no zone is configured (nothing to write). Route 53 throttles per account (a
+    token bucket of requests, and one of record changes), so a sweep writes every record it has
+    in one call instead of one per host.
+    """
+    if not settings.ELEPHANT_DNS_ZONE_ID or not records:
+        return []
+    changes = [
+        {"Action": "UPSERT", "ResourceRecordSet": _record(dns_name(instance_id), address)}
+        for instance_id, address in sorted(records.items())
+    ]
+    return _change_batch(changes, operation_comment="Elephant hosts", size=DNS_BATCH)
+
+
+def dns_changes_insync(change_ids: Iterable[str]) -> set[str]:
+    """The change ids Route 53 reports INSYNC (GetChange, one call per distinct id)."""
+    client = route53_client()
+    done = set()
+    for change_id in sorted(set(change_ids)):
+        try:
+            info = aws_call(client.get_change, Id=change_id)["ChangeInfo"]
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchChange":
+                done.add(change_id)  # Route 53 keeps changes for a while only; an old one has long applied
+                continue
+            raise classify_client_error(exc, operation="GetChange") from exc
+        if info.get("Status") == "INSYNC":
+            done.add(change_id)
+    return done
+
+
+def dns_records_current(instance_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The A record sets that exist now, by instance id (ListResourceRecordSets, one call per name)."""
+    client = route53_client()
+    found = {}
+    for instance_id in sorted(set(instance_ids)):
+        name = dns_name(instance_id) + "."
+        try:
+            page = aws_call(
+                client.list_resource_record_sets,
+                HostedZoneId=settings.ELEPHANT_DNS_ZONE_ID,
+                StartRecordName=name,
+                StartRecordType="A",
+                MaxItems="1",
+            )
+        except ClientError as exc:
+            raise classify_client_error(exc, operation="ListResourceRecordSets") from exc
+        for record in page.get("ResourceRecordSets", []):
+            if record.get("Name", "").rstrip(".").lower() == name.rstrip(".").lower() and record.get("Type") == "A":
+                found[instance_id] = record
+    return found
+
+
+def dns_records_delete(instance_ids: Iterable[str]) -> int:
+    """DELETE the hosts' A records with their current values, in one change batch. Returns how many.
+
+    Route 53 deletes a record only when the request names its exact current value; the value
+    is read first (``dns_records_current``), so a record rewritten since (a new address) is
+    still deleted, and a record already gone is nothing to do.
+    """
+    if not settings.ELEPHANT_DNS_ZONE_ID:
+        return 0
+    current = dns_records_current(instance_ids)
+    if not current:
+        return 0
+    _change_batch(
+        [{"Action": "DELETE", "ResourceRecordSet": record} for _, record in sorted(current.items())],
+        operation_comment="Elephant hosts ended",
+        size=DNS_DELETE_BATCH,
+    )
+    return len(current)

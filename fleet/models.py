@@ -38,6 +38,90 @@ BOOTING_HOST_STATES = LIVE_HOST_STATES - {HostState.HEALTHY}
 WATCHED_HOST_STATES = (LIVE_HOST_STATES - {HostState.PENDING, HostState.LAUNCHING}) | {HostState.TERMINATING}
 
 
+class DesktopOs(models.TextChoices):
+    WINDOWS = "windows", "Windows (PowerShell user data)"
+    LINUX = "linux", "Linux (shell user data)"
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class DesktopProfileQuerySet(models.QuerySet):
+    def default(self):
+        return self.filter(is_default=True).first()
+
+
+class DesktopProfile(models.Model):
+    """What a desktop is launched with: staff define these in the admin, a teacher picks one per meeting.
+
+    A blank launch field means "the ELEPHANT_* setting of the same name" (the seeded ``default``
+    profile starts that way, so today's settings keep working; ``manage.py desktop_profiles_seed
+    --copy-settings`` freezes them into the profile).
+    """
+
+    name = models.SlugField(max_length=64, unique=True, help_text="What teachers pick and the API's desktop_profile.")
+    label = models.CharField(max_length=120, blank=True, help_text="Shown to teachers; the name when blank.")
+    os = models.CharField(max_length=8, choices=DesktopOs.choices, default=DesktopOs.WINDOWS)
+    ami_id = models.CharField("AMI", max_length=64, blank=True, help_text="Blank: ELEPHANT_AMI_ID.")
+    instance_types = models.CharField(
+        max_length=512, blank=True, help_text="Comma-separated, in fallback order, one GPU vendor. Blank: the setting."
+    )
+    subnet_ids = models.CharField(
+        max_length=512, blank=True, help_text="Comma-separated, one per AZ. Blank: the setting."
+    )
+    security_group_ids = models.CharField(max_length=512, blank=True, help_text="Comma-separated. Blank: the setting.")
+    instance_profile = models.CharField(max_length=256, blank=True, help_text="Name or ARN. Blank: the setting.")
+    volume_size_gb = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: ELEPHANT_VOLUME_SIZE_GB.")
+    launch_template = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Optional launch template id (lt-...) or name; the fields above override it.",
+    )
+    launch_template_version = models.CharField(max_length=16, blank=True, default="$Default")
+    allows_imdsv1 = models.BooleanField(
+        "allows IMDSv1",
+        default=False,
+        help_text="HttpTokens optional: needed while the image's agents read instance metadata without a token. "
+        "Move images to IMDSv2 and clear this.",
+    )
+    is_default = models.BooleanField(default=False, help_text="Used when a meeting names no profile.")
+    is_active = models.BooleanField(default=True, help_text="Offered to teachers and the API.")
+
+    objects = DesktopProfileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="desktop_profile_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.name
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from fleet.aws import instance_types_problem
+
+        if problem := instance_types_problem(self.instance_type_list):
+            raise ValidationError({"instance_types": problem[0].upper() + problem[1:] + "."})
+
+    @property
+    def instance_type_list(self) -> list[str]:
+        return _split(self.instance_types)
+
+    @property
+    def subnet_id_list(self) -> list[str]:
+        return _split(self.subnet_ids)
+
+    @property
+    def security_group_id_list(self) -> list[str]:
+        return _split(self.security_group_ids)
+
+
 class HostQuerySet(models.QuerySet):
     def live(self):
         return self.filter(state__in=LIVE_HOST_STATES)
@@ -55,6 +139,11 @@ class Host(models.Model):
     state = models.CharField(max_length=16, choices=HostState.choices, default=HostState.PENDING, db_index=True)
     public_address = models.CharField(max_length=64, blank=True)
     dcv_link = models.CharField(max_length=512, blank=True)
+    # The Route 53 change that writes the host's record; the host stays RUNNING until it is INSYNC.
+    dns_change_id = models.CharField(max_length=64, blank=True)
+    # The ClientToken of the launch candidate last sent: a launch claimed again resumes with it, so a
+    # crashed worker's instance is answered by EC2 instead of started twice.
+    client_token = models.CharField(max_length=64, blank=True)
     instance_type = models.CharField(max_length=32, blank=True)
     availability_zone = models.CharField(max_length=32, blank=True)
     launched_at = models.DateTimeField(null=True, blank=True)
@@ -62,6 +151,8 @@ class Host(models.Model):
     healthy_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     agent_healthy_at = models.DateTimeField(null=True, blank=True)
+    # The host's boot script reported DCV configured, signed by its EC2 instance identity document (fleet.attest).
+    attested_at = models.DateTimeField(null=True, blank=True)
     # The last health check: EC2 status checks and the DCV endpoint, each None until checked.
     checked_at = models.DateTimeField(null=True, blank=True)
     ec2_checks_ok = models.BooleanField(null=True, blank=True)

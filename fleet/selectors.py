@@ -38,9 +38,22 @@ def meeting_ids_to_launch(*, now: datetime) -> list[str]:
     return list((due | stalled).order_by("meet_time").values_list("pk", flat=True))
 
 
-def hosts_watched() -> list[tuple[int, str, str, datetime | None]]:
-    """(pk, instance id, state, launched at) of every host whose instance the watchdog follows."""
-    return list(Host.objects.watched().values_list("pk", "instance_id", "state", "launched_at"))
+def hosts_watched() -> list:
+    """Every host whose instance the watchdog follows, as named rows: pk, instance_id, state,
+    launched_at, public_address, availability_zone, dns_change_id, meeting__status."""
+    return list(
+        Host.objects.watched().values_list(
+            "pk",
+            "instance_id",
+            "state",
+            "launched_at",
+            "public_address",
+            "availability_zone",
+            "dns_change_id",
+            "meeting__status",
+            named=True,
+        )
+    )
 
 
 def hosts_for_health_check(*, meeting_id: str | None = None) -> list[Host]:
@@ -65,7 +78,19 @@ _HEALTH_FIELDS = (
     "created_at",
     "agent_healthy_at",
     "meeting__status",
+    # The attestation (issue 10, item 2) where the model has it: fleet.services.health.host_attested.
+    *(["attested_at"] if any(f.name == "attested_at" for f in Host._meta.get_fields()) else []),
 )
+
+
+def meeting_ids_with_hosts_not_ready(*, meeting_id: str | None = None) -> set[str]:
+    """Active meetings with a current host live but not yet healthy (launching, booting, a
+    replacement on its way): what the termination verdict needs to tell a platform fault from a
+    no-show. One query; retired generations are never live, so every live host is current."""
+    hosts = Host.objects.filter(meeting__status__in=ACTIVE_STATUSES, state__in=BOOTING_HOST_STATES)
+    if meeting_id is not None:
+        hosts = hosts.filter(meeting_id=meeting_id)
+    return set(hosts.values_list("meeting_id", flat=True).distinct())
 
 
 def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:

@@ -46,6 +46,8 @@ def fleet_watchdog_task() -> dict:
         host_running_task.delay(host_id, address, zone)
     for host_id, ec2_state in result.lost:
         host_lost_task.delay(host_id, ec2_state)
+    for host_id, error in result.refused:
+        host_dns_refused_task.delay(host_id, error)
     return {"running": len(result.running), "lost": len(result.lost), "terminated": result.terminated}
 
 
@@ -86,6 +88,11 @@ def meeting_reconcile_task(meeting_id: str) -> None:
 @shared_task(ignore_result=True, **RETRY_POLICY)
 def host_running_task(host_id: int, address: str, availability_zone: str = "") -> bool:
     return services.host_running(host_id=host_id, address=address, availability_zone=availability_zone)
+
+
+@shared_task(ignore_result=True, **RETRY_POLICY)
+def host_dns_refused_task(host_id: int, error: str) -> bool:
+    return services.host_dns_refused(host_id=host_id, error=error)
 
 
 @shared_task(ignore_result=True, **RETRY_POLICY)

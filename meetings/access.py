@@ -5,7 +5,9 @@ Two steps, because the first needs no database and refuses most strangers for fr
 1. ``participant_credentials(meeting_id=, token=, role=None, user=None)`` -> ``Credentials`` or None.
    The ``?t=`` token is bound to the meeting and a role (``meetings.tokens``). With ``role`` (a
    join link names its role) the token must grant exactly that role and nothing else counts;
-   without it (the signalling consumer) the token's role, else a logged-in ``user``. None: no
+   without it (the signalling consumer) the token's role, else a seated room credential (the ``?k=`` of the
+   ``jitsi_url`` the agents open on the desktops: the video room only, identity ``desktop:<seat>``,
+   ``meetings.tokens.room_credential``), else a logged-in ``user``. None: no
    valid token and nobody logged in, so refuse without reading the meeting.
 2. ``participant_access(meeting=, credentials=, now=None)`` -> ``ParticipantAccess`` or None.
    With the meeting read (any object with ``teacher_id``, ``meet_time``, ``duration_minutes``):
@@ -29,15 +31,19 @@ from django.utils import timezone
 
 from meetings.policy import EXPIRED, TOO_EARLY, join_window_verdict
 from meetings.progress import join_opens_phrase
-from meetings.tokens import participant_token_role, participant_token_valid
+from meetings.tokens import participant_token_role, participant_token_valid, room_credential_check
 
 BAD_TOKEN = "bad_token"
+
+
+ROOM_GUEST = "desktop"
 
 
 @dataclass(frozen=True)
 class Credentials:
     role: str | None  # the role the token grants; None when a logged-in user asks instead
     user: object | None = None
+    seat: str | None = None  # a room credential's seat (jitsi_url): the video room only, no role
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ def participant_credentials(
     token_role = participant_token_role(meeting_id=meeting_id, token=token) if token else None
     if token_role is not None:
         return Credentials(role=token_role)
+    seat = room_credential_check(meeting_id=meeting_id, credential=token) if token else None
+    if seat:
+        return Credentials(role=None, seat=seat)
     if user is not None and user.is_authenticated:
         return Credentials(role=None, user=user)
     return None
@@ -72,6 +81,8 @@ def participant_access(*, meeting, credentials: Credentials, now: datetime | Non
     user = credentials.user
     if credentials.role is not None:
         identity = credentials.role
+    elif credentials.seat:
+        identity = f"{ROOM_GUEST}:{credentials.seat}"
     elif meeting.teacher_id is not None and meeting.teacher_id == user.pk:
         identity = "teacher"
     elif user.is_staff:
@@ -81,7 +92,8 @@ def participant_access(*, meeting, credentials: Credentials, now: datetime | Non
     window = join_window_verdict(
         meet_time=meeting.meet_time, duration_minutes=meeting.duration_minutes, now=now or timezone.now()
     )
-    return ParticipantAccess(identity=identity, by_token=credentials.role is not None, window=window)
+    by_token = credentials.role is not None or bool(credentials.seat)
+    return ParticipantAccess(identity=identity, by_token=by_token, window=window)
 
 
 def refusal_message(code: str) -> str:

@@ -1,4 +1,4 @@
-"""The integrators' JSON API: create, read and cancel meetings with an API key.
+"""The integrators' JSON API: create (once or weekly), read, reschedule and cancel meetings with an API key.
 
 Every response is JSON and carries the configured CORS origin. Errors read
 ``{"error": "<summary>"}``; a 400 adds ``"errors": {"<field>": ["<message>", ...]}``.
@@ -22,13 +22,13 @@ from meetings.links import meeting_links
 from meetings.models import MEETING_ID_LENGTH, Meeting, MeetingStatus
 from meetings.ratelimit import DAILY_QUOTA, rate_limit_hit
 from meetings.schedule import MEET_TIME_EXAMPLE, schedule_clean
-from meetings.services import meeting_cancel, meeting_schedule
+from meetings.services import meeting_cancel, meeting_reschedule, meeting_series_cancel, meeting_series_schedule
 
 MAX_BODY_BYTES = 16 * 1024
 JSON_CONTENT_TYPES = ("application/json",)
 
 REQUIRED_FIELDS = ("teacher_name", "student_name", "meet_time")
-OPTIONAL_FIELDS = ("teacher_email", "student_email", "time_zone", "duration_minutes")
+OPTIONAL_FIELDS = ("teacher_email", "student_email", "time_zone", "duration_minutes", "desktop_profile", "repeat")
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -62,6 +62,7 @@ def meeting_json(meeting: Meeting) -> dict[str, Any]:
         "duration_minutes": meeting.duration_minutes,
         **meeting_links(meeting),
         "termination_reason": meeting.termination_reason or None,
+        "series": {"id": meeting.series_id, "week": meeting.series_index} if meeting.series_id else None,
     }
 
 
@@ -168,10 +169,17 @@ _JSON_TYPES: dict[str, tuple[type, str]] = {
     "meet_time": (str, f"Must be an ISO 8601 string ({MEET_TIME_EXAMPLE})."),
     "time_zone": (str, "Must be a string naming an IANA time zone, such as Europe/Berlin."),
     "duration_minutes": (int, "Must be a whole number of minutes."),
+    "desktop_profile": (str, "Must be a string naming a desktop profile."),
 }
 _NAMES = ("teacher_name", "student_name")
 # What null or a left-out optional field means.
-_DEFAULTS = {"teacher_email": "", "student_email": "", "time_zone": "UTC", "duration_minutes": 60}
+_DEFAULTS = {
+    "teacher_email": "",
+    "student_email": "",
+    "time_zone": "UTC",
+    "duration_minutes": 60,
+    "desktop_profile": "",
+}
 
 
 def _json_type_problem(name: str, value: Any) -> str | None:
@@ -204,26 +212,105 @@ def parse_meeting_request(data: dict) -> tuple[dict[str, Any], dict[str, list[st
     return cleaned, errors | problems
 
 
+REPEAT_FIELD = "repeat"  # read by parse_repeat, not by parse_meeting_request
+_REPEAT_SHAPE = 'Must be an object {"weekly": N}: N weekly occurrences, the first at meet_time.'
+
+
+def parse_repeat(value: Any) -> tuple[int, list[str]]:
+    """``"repeat": {"weekly": N}`` -> N weeks (1 when left out or null), or its problems."""
+    if value is None:
+        return 1, []
+    if not isinstance(value, dict) or set(value) != {"weekly"}:
+        return 1, [_REPEAT_SHAPE]
+    weeks = value["weekly"]
+    if isinstance(weeks, bool) or not isinstance(weeks, int):
+        return 1, ["weekly must be a whole number of weeks."]
+    maximum = settings.ELEPHANT_MAX_SERIES_WEEKS
+    if not 1 <= weeks <= maximum:
+        return 1, [f"Repeat weekly for 1 to {maximum} weeks."]
+    return weeks, []
+
+
+RESCHEDULE_FIELDS = ("meet_time", "duration_minutes", "time_zone")
+
+
+def parse_reschedule_request(data: dict) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Clean a PATCH body (any of ``RESCHEDULE_FIELDS``) into ``meeting_reschedule`` arguments, or errors."""
+    errors: dict[str, list[str]] = {}
+    for name in sorted(data.keys() - set(RESCHEDULE_FIELDS)):
+        errors[name] = [f"Cannot be changed; a PATCH changes only {', '.join(RESCHEDULE_FIELDS)}."]
+    if not data.keys() & set(RESCHEDULE_FIELDS) and not errors:
+        errors["body"] = [f"Send at least one of {', '.join(RESCHEDULE_FIELDS)}."]
+    typed = {}
+    for name in RESCHEDULE_FIELDS:
+        if name not in data:
+            continue
+        if data[name] is None:
+            errors[name] = ["May not be null; leave the field out to keep it."]
+        elif problem := _json_type_problem(name, data[name]):
+            errors[name] = [problem]
+        else:
+            typed[name] = data[name]
+    cleaned, problems = schedule_clean(typed)
+    return cleaned, errors | problems
+
+
+def _invalid_from(invalid: ValidationError) -> JsonResponse:
+    return _invalid({name: list(messages) for name, messages in invalid.message_dict.items()})
+
+
 # --- endpoints ----------------------------------------------------------------------------------
 @api_endpoint("POST")
 def meetings_collection(request: HttpRequest, key) -> HttpResponse:
     data, refusal = _read_json_object(request)
     if refusal:
         return refusal
+    weeks, repeat_errors = parse_repeat(data.pop(REPEAT_FIELD, None))
     cleaned, errors = parse_meeting_request(data)
+    if repeat_errors:
+        errors[REPEAT_FIELD] = repeat_errors
     if errors:
         return _invalid(errors)
     try:
-        meeting = meeting_schedule(**cleaned, api_key=key, actor=f"api:{key.name}")
+        meetings = meeting_series_schedule(**cleaned, weeks=weeks, api_key=key, actor=f"api:{key.name}")
     except ValidationError as invalid:
-        # The clock moved between our check and the service's.
-        return _invalid({name: list(messages) for name, messages in invalid.message_dict.items()})
-    response = JsonResponse(meeting_json(meeting), status=201)
-    response["Location"] = f"{settings.ELEPHANT_PUBLIC_URL}/api/v1/meetings/{meeting.id}"
+        # A series reaching too far ahead, or the clock moved between our check and the service's.
+        return _invalid_from(invalid)
+    body = meeting_json(meetings[0])
+    if meetings[0].series_id:
+        body["series"]["meetings"] = [meeting_json(meeting) for meeting in meetings]
+    response = JsonResponse(body, status=201)
+    response["Location"] = f"{settings.ELEPHANT_PUBLIC_URL}/api/v1/meetings/{meetings[0].id}"
     return response
 
 
-@api_endpoint("GET", "DELETE")
+def _not_scheduled(meeting: Meeting, action: str) -> JsonResponse:
+    return _error(
+        409,
+        f"The meeting is {meeting.status} and can no longer be {action}; "
+        "only SCHEDULED meetings (before their desktops start launching) can be.",
+        status=meeting.status,
+    )
+
+
+def _reschedule(request: HttpRequest, key, meeting: Meeting) -> HttpResponse:
+    data, refusal = _read_json_object(request)
+    if refusal:
+        return refusal
+    cleaned, errors = parse_reschedule_request(data)
+    if errors:
+        return _invalid(errors)
+    try:
+        moved = meeting_reschedule(meeting=meeting, actor=f"api:{key.name}", **cleaned)
+    except ValidationError as invalid:
+        return _invalid_from(invalid)
+    if not moved:
+        meeting.refresh_from_db()
+        return _not_scheduled(meeting, "rescheduled")
+    return JsonResponse(meeting_json(meeting))
+
+
+@api_endpoint("GET", "PATCH", "DELETE")
 def meeting_detail(request: HttpRequest, key, meeting_id: str) -> HttpResponse:
     # Another key's meeting is answered exactly like a missing one: ids are not probeable.
     meeting = None
@@ -231,15 +318,19 @@ def meeting_detail(request: HttpRequest, key, meeting_id: str) -> HttpResponse:
         meeting = Meeting.objects.filter(pk=meeting_id, api_key=key).first()
     if meeting is None:
         return _error(404, f"No meeting {meeting_id!r} for this API key.")
+    if request.method == "PATCH":
+        return _reschedule(request, key, meeting)
+    scope = request.GET.get("scope")
+    if request.method == "DELETE" and scope not in (None, "following"):
+        return _invalid({"scope": ["Leave it out (this meeting) or use scope=following (and every later week)."]})
+    if request.method == "DELETE" and scope == "following":
+        # This occurrence and every later one of its series that is still SCHEDULED.
+        meeting_series_cancel(meeting=meeting, actor=f"api:{key.name}")
+        meeting.refresh_from_db()
     if request.method == "DELETE" and not meeting_cancel(meeting=meeting, actor=f"api:{key.name}"):
         meeting.refresh_from_db()
         if meeting.status != MeetingStatus.CANCELLED:
-            return _error(
-                409,
-                f"The meeting is {meeting.status} and can no longer be cancelled; "
-                "only SCHEDULED meetings (before their desktops start launching) can be.",
-                status=meeting.status,
-            )
+            return _not_scheduled(meeting, "cancelled")
     return JsonResponse(meeting_json(meeting))
 
 

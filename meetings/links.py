@@ -3,7 +3,7 @@
 from django.conf import settings
 
 from meetings.models import Meeting, Role
-from meetings.tokens import participant_token
+from meetings.tokens import participant_token, room_credential
 
 
 def participant_link(*, meeting_id: str, role: str) -> str:
@@ -14,6 +14,13 @@ def participant_link(*, meeting_id: str, role: str) -> str:
 def room_link(*, meeting_id: str, role: str) -> str:
     token = participant_token(meeting_id=meeting_id, role=role)
     return f"{settings.ELEPHANT_PUBLIC_URL}/room/{meeting_id}?t={token}"
+
+
+def desktop_room_link(meeting: Meeting) -> str:
+    """The video room link the agents open on the desktops (DynamoDB ``jitsi_url``): its own credential,
+    for this meeting only, until its hard stop; no login (``meetings.tokens.room_credential``)."""
+    credential = room_credential(meeting_id=meeting.id, expires_at=meeting.hard_stop_at)
+    return f"{settings.ELEPHANT_PUBLIC_URL}{meeting.room_path}?k={credential}"
 
 
 def meeting_links(meeting: Meeting) -> dict[str, str]:

@@ -63,9 +63,11 @@ class TerminationReason(models.TextChoices):
     SCHEDULED_END = "SCHEDULED_END", "Scheduled end reached"
     STAFF = "STAFF", "Terminated by staff"
     CANCELLED = "CANCELLED", "Cancelled before launch"
-    LAUNCH_FAILED = "LAUNCH_FAILED", "Launch failed"
-    HEALTH_TIMEOUT = "HEALTH_TIMEOUT", "Hosts never became healthy"
-    HOST_LOST = "HOST_LOST", "A host died"
+    # The platform's faults, never a participant's: the desktops were not there for them.
+    LAUNCH_FAILED = "LAUNCH_FAILED", "Platform fault: the desktops could not be launched"
+    HEALTH_TIMEOUT = "HEALTH_TIMEOUT", "Platform fault: the desktops never became ready"
+    HOST_LOST = "HOST_LOST", "Platform fault: a desktop was lost"
+    PLATFORM_FAULT = "PLATFORM_FAULT", "Platform fault: the desktops were not ready in time (not a no-show)"
 
 
 class EventReason(models.TextChoices):
@@ -89,6 +91,7 @@ class EventReason(models.TextChoices):
     STAFF_EDIT = "STAFF_EDIT", "Edited by staff"
     DDB_RESYNC = "DDB_RESYNC", "DynamoDB resync requested"
     AGENT_SESSION_DATA = "AGENT_SESSION_DATA", "Session data reported by an agent"
+    RESCHEDULED = "RESCHEDULED", "Rescheduled"
 
 
 class MeetingQuerySet(models.QuerySet):
@@ -106,6 +109,25 @@ class MeetingQuerySet(models.QuerySet):
 
     def past(self, now: datetime):
         return self.filter(Q(status__in=TERMINAL_STATUSES) | Q(meet_time__lt=now - timedelta(hours=12)))
+
+
+class MeetingSeries(models.Model):
+    """A weekly lesson: occurrences scheduled together, each its own meeting with its own links."""
+
+    teacher = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="meeting_series"
+    )
+    api_key = models.ForeignKey(
+        "meetings.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="meeting_series"
+    )
+    weeks = models.PositiveSmallIntegerField(help_text="How many weekly occurrences were scheduled.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "meeting series"
+
+    def __str__(self) -> str:
+        return f"weekly series {self.pk} ({self.weeks} weeks)"
 
 
 class Meeting(models.Model):
@@ -128,12 +150,20 @@ class Meeting(models.Model):
     meet_time = models.DateTimeField(db_index=True, help_text="Stored in UTC.")
     time_zone = models.CharField(max_length=64, default="UTC", help_text="The scheduler's IANA time zone.")
     duration_minutes = models.PositiveIntegerField(default=60)
+    # The name of the fleet's desktop profile (blank: the default one). A plain name: meetings knows no
+    # fleet model; the choices come in through meetings.schedule.desktop_profile_choices_register.
+    desktop_profile = models.CharField(max_length=64, blank=True)
 
     status = models.CharField(
         max_length=16, choices=MeetingStatus.choices, default=MeetingStatus.SCHEDULED, db_index=True
     )
     termination_reason = models.CharField(max_length=32, blank=True)
     last_error = models.TextField(blank=True)
+
+    series = models.ForeignKey(MeetingSeries, null=True, blank=True, on_delete=models.SET_NULL, related_name="meetings")
+    series_index = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 for a series' first week.")
+    # The iCalendar SEQUENCE of the participants' invitations: up by one with every reschedule and the cancel.
+    sequence = models.PositiveIntegerField(default=0)
 
     # Written by the agents on the hosts (DynamoDB), pulled back by the mirror.
     teacher_session_data = models.CharField(max_length=1024, blank=True)
@@ -181,6 +211,9 @@ class Meeting(models.Model):
         return self.status in TERMINAL_STATUSES
 
     def can_cancel(self) -> bool:
+        return self.status == MeetingStatus.SCHEDULED
+
+    def can_reschedule(self) -> bool:
         return self.status == MeetingStatus.SCHEDULED
 
     def join_window_contains(self, now: datetime) -> bool:

@@ -57,12 +57,16 @@ def termination_verdict(
     student_session_data: str,
     kept_alive: bool,
     now: datetime,
+    hosts_ready: bool = True,
 ) -> str | None:
     """The termination reason due now for an active meeting, KEEP_ALIVE, or None (ARCHITECTURE.md 3).
 
     The safety net is judged once, at meet_time + ELEPHANT_SAFETY_NET_MINUTES; a meeting it
     keeps alive (in progress, nothing recorded) ends with SUCCESS once both sides have
-    recorded, or at the hard stop.
+    recorded, or at the hard stop. ``hosts_ready`` is the fleet's word that every current
+    desktop is ready: when one is not (a launch still going on, a replacement still booting),
+    nobody can be blamed for not joining or recording, and the verdict is PLATFORM_FAULT,
+    never a no-show.
     """
     recorded = sum(1 for data in (teacher_session_data, student_session_data) if data)
     past_hard_stop = now >= hard_stop_at(meet_time, duration_minutes)
@@ -72,6 +76,8 @@ def termination_verdict(
                 return TerminationReason.SUCCESS
         elif recorded == 2:
             return TerminationReason.FIFTEEN_MIN_SUCCESS
+        elif not hosts_ready and (recorded == 1 or status != MeetingStatus.IN_PROGRESS):
+            return TerminationReason.PLATFORM_FAULT
         elif recorded == 1:
             return TerminationReason.PARTIAL_NO_SHOW_TIMEOUT
         elif status != MeetingStatus.IN_PROGRESS:

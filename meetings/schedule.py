@@ -19,7 +19,7 @@ vocabulary for the same rules, and the pages would still need a form wrapped aro
 """
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any
@@ -48,6 +48,7 @@ SCHEDULE_FIELDS = (
     "meet_time",
     "time_zone",
     "duration_minutes",
+    "desktop_profile",
 )
 
 
@@ -141,6 +142,27 @@ def validate_duration_minutes(value: int) -> None:
         raise ValidationError(f"Duration must be between 1 and {maximum} minutes.", code="duration")
 
 
+# The desktop profiles a meeting may name: meetings knows no fleet model, so the fleet registers a
+# callable answering [(name, label), ...] (fleet.apps.FleetConfig.ready); none registered: none offered.
+_desktop_profile_choices: Callable[[], list[tuple[str, str]]] | None = None
+
+
+def desktop_profile_choices_register(choices: Callable[[], list[tuple[str, str]]]) -> None:
+    global _desktop_profile_choices
+    _desktop_profile_choices = choices
+
+
+def desktop_profile_choices() -> list[tuple[str, str]]:
+    return list(_desktop_profile_choices()) if _desktop_profile_choices is not None else []
+
+
+def validate_desktop_profile(value: str) -> None:
+    """Blank (the default profile) or the name of an offered profile."""
+    if value and value not in {name for name, _ in desktop_profile_choices()}:
+        names = ", ".join(name for name, _ in desktop_profile_choices()) or "none"
+        raise ValidationError(f"Unknown desktop profile {value!r}; choose one of: {names}.", code="desktop_profile")
+
+
 # --- the fields ---------------------------------------------------------------------------------
 class NameField(forms.CharField):
     def __init__(self, **kwargs):
@@ -183,6 +205,15 @@ class TimeZoneField(forms.CharField):
         self.validators = [validate_time_zone]
 
 
+class DesktopProfileField(forms.CharField):
+    """A desktop profile's name, picked from the profiles offered when the form is made (blank: the default)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(max_length=Meeting._meta.get_field("desktop_profile").max_length, **kwargs)
+        self.validators = [validate_desktop_profile]
+
+
 class DurationMinutesField(forms.IntegerField):
     default_error_messages = {"invalid": "Must be a whole number of minutes."}
     default_validators = [validate_duration_minutes]
@@ -199,6 +230,7 @@ class MeetingScheduleForm(forms.Form):
     meet_time = MeetTimeField(label="Meeting time")
     time_zone = TimeZoneField(label="Time zone")
     duration_minutes = DurationMinutesField(label="Duration")
+    desktop_profile = DesktopProfileField(label="Desktop")
 
 
 def schedule_clean(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:

@@ -8,9 +8,10 @@ returns False and repeats no side effect.
 
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -21,6 +22,7 @@ from meetings.models import (
     EventReason,
     Meeting,
     MeetingEvent,
+    MeetingSeries,
     MeetingStatus,
     TerminationReason,
 )
@@ -60,9 +62,51 @@ def meeting_schedule(
     api_key=None,
     teacher_email: str = "",
     student_email: str = "",
+    desktop_profile: str = "",
     actor: str = "system",
 ) -> Meeting:
     """Schedule a meeting; ``ValidationError`` with field errors if it is not a valid schedule (meetings.schedule)."""
+    return meeting_series_schedule(
+        teacher_name=teacher_name,
+        student_name=student_name,
+        meet_time=meet_time,
+        time_zone=time_zone,
+        duration_minutes=duration_minutes,
+        teacher=teacher,
+        api_key=api_key,
+        teacher_email=teacher_email,
+        student_email=student_email,
+        desktop_profile=desktop_profile,
+        actor=actor,
+        weeks=1,
+    )[0]
+
+
+def weekly_occurrences(*, meet_time: datetime, time_zone: str, weeks: int) -> list[datetime]:
+    """The start of each week's lesson at the same wall-clock time in ``time_zone`` (across a DST change, too)."""
+    local = meet_time.astimezone(ZoneInfo(time_zone))
+    # Aware arithmetic on a ZoneInfo datetime keeps the wall-clock time; the offset follows the new date.
+    return [(local + timedelta(weeks=week)).astimezone(UTC) for week in range(weeks)]
+
+
+def meeting_series_schedule(
+    *,
+    weeks: int,
+    teacher_name: str,
+    student_name: str,
+    meet_time: datetime,
+    time_zone: str = "UTC",
+    duration_minutes: int = 60,
+    teacher=None,
+    api_key=None,
+    teacher_email: str = "",
+    student_email: str = "",
+    desktop_profile: str = "",
+    actor: str = "system",
+) -> list[Meeting]:
+    """Schedule a lesson once (``weeks=1``, no series) or weekly for ``weeks`` weeks: each occurrence its own
+    meeting with its own links, all in one series, all or none. ``ValidationError`` with field errors
+    (``repeat`` for a series that is too long or reaches too far ahead)."""
     _, errors = schedule_clean(
         {
             "teacher_name": teacher_name,
@@ -72,26 +116,95 @@ def meeting_schedule(
             "meet_time": meet_time,
             "time_zone": time_zone,
             "duration_minutes": duration_minutes,
+            "desktop_profile": desktop_profile,
         }
     )
+    maximum = settings.ELEPHANT_MAX_SERIES_WEEKS
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= maximum:
+        errors["repeat"] = [f"Repeat weekly for 1 to {maximum} weeks."]
     if errors:
         raise ValidationError(errors)
+    starts = weekly_occurrences(meet_time=meet_time, time_zone=time_zone, weeks=weeks)
+    _, last_errors = schedule_clean({"meet_time": starts[-1]})
+    if last_errors:
+        raise ValidationError({"repeat": [f"Week {weeks}: {message}" for message in last_errors["meet_time"]]})
     with transaction.atomic():
-        meeting = Meeting.objects.create(
-            teacher=teacher,
-            api_key=api_key,
-            teacher_name=teacher_name,
-            teacher_email=teacher_email,
-            student_name=student_name,
-            student_email=student_email,
-            meet_time=meet_time.astimezone(ZoneInfo("UTC")),
-            time_zone=time_zone,
-            duration_minutes=duration_minutes,
+        series = None
+        if weeks > 1:
+            series = MeetingSeries.objects.create(teacher=teacher, api_key=api_key, weeks=weeks)
+        meetings = []
+        for index, start in enumerate(starts, start=1):
+            meeting = Meeting.objects.create(
+                teacher=teacher,
+                api_key=api_key,
+                teacher_name=teacher_name,
+                teacher_email=teacher_email,
+                student_name=student_name,
+                student_email=student_email,
+                meet_time=start,
+                time_zone=time_zone,
+                duration_minutes=duration_minutes,
+                desktop_profile=desktop_profile,
+                series=series,
+                series_index=index if series else None,
+            )
+            detail = f"week {index} of {weeks}" if series else ""
+            MeetingEvent.objects.create(
+                meeting=meeting, to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED", detail=detail, actor=actor
+            )
+            _announce(meeting_id=meeting.id, from_status="", to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED")
+            meetings.append(meeting)
+    for meeting in meetings:
+        logger.info("meeting %s scheduled for %s by %s", meeting.id, meeting.meet_time.isoformat(), actor)
+    return meetings
+
+
+def meeting_reschedule(
+    *,
+    meeting: Meeting,
+    actor: str,
+    meet_time: datetime | None = None,
+    duration_minutes: int | None = None,
+    time_zone: str | None = None,
+) -> bool:
+    """Move a SCHEDULED meeting: any of its start, duration and time zone, judged like a new schedule.
+
+    The links already sent stay valid (their window is read from the meeting). A change of the start or
+    the duration raises ``sequence`` (the participants' calendars take the update); a change of the time
+    zone alone is only shown differently. ``ValidationError`` for an invalid value; False when the meeting
+    is no longer SCHEDULED (nothing changes); True otherwise, also when nothing differed.
+    """
+    given = {"meet_time": meet_time, "duration_minutes": duration_minutes, "time_zone": time_zone}
+    given = {name: value for name, value in given.items() if value is not None}
+    cleaned, errors = schedule_clean(given)
+    if errors:
+        raise ValidationError(errors)
+    if "meet_time" in cleaned:
+        cleaned["meet_time"] = cleaned["meet_time"].astimezone(UTC)
+    changed = {name: value for name, value in cleaned.items() if getattr(meeting, name) != value}
+    if not meeting.can_reschedule():
+        return False
+    if not changed:
+        return True
+    values = dict(changed)
+    moved = "meet_time" in changed or "duration_minutes" in changed
+    detail = "; ".join(f"{name} {_shown(getattr(meeting, name))} -> {_shown(value)}" for name, value in changed.items())
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Meeting.objects.filter(pk=meeting.pk, status=MeetingStatus.SCHEDULED).update(
+            version=F("version") + 1, sequence=F("sequence") + (1 if moved else 0), updated_at=now, **values
         )
-        MeetingEvent.objects.create(meeting=meeting, to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED", actor=actor)
-        _announce(meeting_id=meeting.id, from_status="", to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED")
-    logger.info("meeting %s scheduled for %s by %s", meeting.id, meeting.meet_time.isoformat(), actor)
-    return meeting
+        if not updated:
+            return False
+        MeetingEvent.objects.create(meeting_id=meeting.pk, reason=EventReason.RESCHEDULED, detail=detail, actor=actor)
+        _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=EventReason.RESCHEDULED)
+    meeting.refresh_from_db()
+    logger.info("meeting %s rescheduled by %s: %s", meeting.pk, actor, detail)
+    return True
+
+
+def _shown(value) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def meeting_transition(
@@ -165,15 +278,31 @@ def meeting_record_change(
 
 
 def meeting_cancel(*, meeting: Meeting, actor: str) -> bool:
-    """Cancel a meeting that has not started launching. Idempotent: False if not SCHEDULED."""
-    return meeting_transition(
+    """Cancel a meeting that has not started launching. Idempotent: False if not SCHEDULED.
+
+    The cancel raises ``sequence`` too: the participants' calendars take the cancellation over the invitation.
+    """
+    cancelled = meeting_transition(
         meeting=meeting,
         to_status=MeetingStatus.CANCELLED,
         allowed_from={MeetingStatus.SCHEDULED},
         reason=TerminationReason.CANCELLED,
         actor=actor,
-        fields={"termination_reason": TerminationReason.CANCELLED},
+        fields={"termination_reason": TerminationReason.CANCELLED, "sequence": F("sequence") + 1},
     )
+    if cancelled:
+        meeting.refresh_from_db(fields=["sequence"])
+    return cancelled
+
+
+def meeting_series_cancel(*, meeting: Meeting, actor: str) -> list[Meeting]:
+    """Cancel this occurrence and every later one of its series still SCHEDULED; the ones cancelled here."""
+    if meeting.series_id is None:
+        return [meeting] if meeting_cancel(meeting=meeting, actor=actor) else []
+    later = Meeting.objects.filter(
+        series_id=meeting.series_id, meet_time__gte=meeting.meet_time, status=MeetingStatus.SCHEDULED
+    ).order_by("meet_time")
+    return [occurrence for occurrence in later if meeting_cancel(meeting=occurrence, actor=actor)]
 
 
 def meeting_start_on_join(*, meeting: Meeting, role: str) -> bool:

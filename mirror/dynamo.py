@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from elephant.aws import AwsTransientError, aws_client, aws_error, error_code, is_transient
+from meetings.links import desktop_room_link
 from meetings.models import Meeting, MeetingStatus, Role
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def meeting_item(*, meeting: Meeting, hosts: Mapping[str, object]) -> dict[str, 
         "meet_time": iso_utc(meeting.meet_time),
         "created_at": iso_utc(meeting.created_at),
         "status": meeting.status,
-        "jitsi_url": settings.ELEPHANT_PUBLIC_URL + meeting.room_path,
+        "jitsi_url": desktop_room_link(meeting),
         "termination_reason": meeting.termination_reason,
         "version": meeting.version,
     }

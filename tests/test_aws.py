@@ -107,6 +107,7 @@ def test_an_unknown_retry_mode_is_a_configuration_error(settings):
         (400, "ThrottlingException", aws.AwsTransientError),
         (400, "ProvisionedThroughputExceededException", aws.AwsTransientError),
         (500, "InternalError", aws.AwsTransientError),
+        (500, "InsufficientInstanceCapacity", aws.AwsCapacityError),  # as EC2 sends it
         (400, "InsufficientInstanceCapacity", aws.AwsCapacityError),
         (403, "UnauthorizedOperation", aws.AwsConfigError),
     ],

@@ -7,14 +7,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("elephant", "meetings", "fleet", "mirror", "signalling", "devtools")
+APPS = ("elephant", "meetings", "fleet", "mirror", "signalling", "notifications", "devtools")
 
 # app -> the project apps it must never import (directly, at any level).
 FORBIDDEN = {
-    "meetings": {"fleet", "mirror", "signalling", "devtools"},
+    "meetings": {"fleet", "mirror", "signalling", "notifications", "devtools"},
     "fleet": {"mirror", "signalling", "devtools"},
     "mirror": {"signalling", "devtools"},
-    "signalling": {"fleet", "mirror", "devtools"},
+    "signalling": {"fleet", "mirror", "notifications", "devtools"},
+    # Mail to the participants builds on meetings only.
+    "notifications": {"fleet", "mirror", "signalling", "devtools"},
 }
 # elephant/ is plumbing: the few modules that wire the apps together are named here.
 ELEPHANT_WIRING = {"elephant/asgi.py": {"signalling"}, "elephant/urls.py": {"meetings", "fleet"}}

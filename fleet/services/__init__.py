@@ -4,11 +4,11 @@ One module per concern; this package is their public face (``from fleet import s
 
 - ``launch``: meeting_launch, host_launch, meeting_reconcile, meeting_progress, host_retire, fleet_launch_sweep
 - ``health``: hosts_health_check, meeting_health_check, fleet_health_sweep, host_agent_healthy (the mirror's door)
-- ``watchdog``: fleet_watchdog_sweep, host_running, host_lost
+- ``watchdog``: fleet_watchdog_sweep (with the batched DNS step), host_running, host_dns_refused, host_lost
 - ``termination``: fleet_termination_sweep, meeting_termination_rules_apply, meeting_terminate, meeting_fail,
   meeting_hosts_terminate, hosts_terminate
 - ``reaper``: fleet_reap
-- ``dns``: dcv_link_build, host_record_write, host_records_delete, FleetConfigError
+- ``dns``: dcv_link_build, host_records_delete, FleetConfigError
 - ``transitions``: host_transition, hosts_transition (every host state change, with its HostEvent)
 
 Meeting-side steps (status, reason, events) are ``meetings.services``' and the rules
@@ -18,7 +18,7 @@ meetings: they select what is due in one query, make batched AWS calls, apply wh
 bulk, and return the per-meeting work for the tasks to hand out.
 """
 
-from fleet.services.dns import FleetConfigError, dcv_link_build, host_record_write, host_records_delete
+from fleet.services.dns import FleetConfigError, dcv_link_build, host_records_delete
 from fleet.services.health import (
     HealthResult,
     fleet_health_sweep,
@@ -45,7 +45,7 @@ from fleet.services.termination import (
     meeting_termination_rules_apply,
 )
 from fleet.services.transitions import host_transition, hosts_transition
-from fleet.services.watchdog import WatchdogResult, fleet_watchdog_sweep, host_lost, host_running
+from fleet.services.watchdog import WatchdogResult, fleet_watchdog_sweep, host_dns_refused, host_lost, host_running
 
 __all__ = [
     "FleetConfigError",
@@ -60,9 +60,9 @@ __all__ = [
     "fleet_termination_sweep",
     "fleet_watchdog_sweep",
     "host_agent_healthy",
+    "host_dns_refused",
     "host_launch",
     "host_lost",
-    "host_record_write",
     "host_records_delete",
     "host_retire",
     "host_running",

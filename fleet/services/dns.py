@@ -1,4 +1,6 @@
-"""A host's address for participants: its Route 53 record and the DCV link built on it."""
+"""A host's address for participants: the DCV link built on it, and deleting its Route 53 record.
+
+The records are written by the watchdog, in one change batch per sweep (``fleet.services.watchdog``)."""
 
 import logging
 from collections.abc import Iterable
@@ -33,21 +35,13 @@ def dcv_link_build(*, host: Host, address: str) -> str:
         ) from exc
 
 
-def host_record_write(*, host: Host, address: str) -> str:
-    """Write the host's DNS record (UPSERT) and return its DCV link.
-
-    Raises FleetConfigError or ``aws.AwsConfigError`` when the configuration is unusable, and
-    ``aws.AwsTransientError`` when Route 53 does not answer (the task retries).
-    """
-    link = dcv_link_build(host=host, address=address)
-    aws.dns_record_change(action="UPSERT", instance_id=host.instance_id, address=address)
-    return link
-
-
 def host_records_delete(hosts: Iterable[Host]) -> None:
-    """Delete the hosts' DNS records; a failure is logged, not raised (the termination goes on)."""
-    for host in hosts:
-        try:
-            aws.dns_record_change(action="DELETE", instance_id=host.instance_id, address=host.public_address)
-        except aws.AwsError as exc:
-            logger.warning("could not delete the DNS record of %s: %s", host.instance_id, exc)
+    """Delete the hosts' DNS records (one change batch, each with the record's current value);
+    a failure is logged, not raised (the termination goes on)."""
+    instance_ids = [host.instance_id for host in hosts if host.instance_id]
+    if not instance_ids:
+        return
+    try:
+        aws.dns_records_delete(instance_ids)
+    except aws.AwsError as exc:
+        logger.warning("could not delete the DNS records of %s: %s", ", ".join(instance_ids), exc)

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from fleet import aws, selectors
+from fleet import aws, profiles, selectors
 from fleet.locks import meeting_lock
 from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.termination import hosts_terminate, meeting_fail, meeting_hosts_terminate
@@ -24,8 +24,10 @@ from meetings.policy import PRE_HEALTHY_STATUSES, ROLES
 
 logger = logging.getLogger(__name__)
 
-# A host whose RunInstances began this long ago without a recorded result may be claimed again.
-LAUNCH_LEASE = timedelta(seconds=90)
+# A launch claim not renewed for this long may be claimed again. The claim is renewed before each
+# (type, placement) candidate, so it covers the whole fallback chain; one RunInstances with the
+# retry policy (5 attempts, 5 s connect / 20 s read) fits in it.
+LAUNCH_LEASE = timedelta(seconds=150)
 # The first host of a role may be replaced once; the replacement failing fails the meeting.
 MAX_GENERATION = 2
 # What a retired host's event says, by the meeting-side reason of its retirement.
@@ -73,6 +75,7 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
     RunInstances and the database write adopt the instance instead of starting another.
     ``host`` is updated in place.
     """
+    asked_now = now
     now = now or timezone.now()
     claimed = host_transition(
         host=host,
@@ -90,7 +93,15 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
         instance = aws.instance_find_live(**names)
         adopted = instance is not None
         if instance is None:
-            instance = aws.instance_run(**names)
+            instance = aws.instance_run(
+                **names,
+                on_candidate=lambda token: _lease_renew(host=host, token=token, now=asked_now),
+                resume_token=host.client_token,
+                spec=profiles.host_launch_spec(host=host),
+            )
+    except aws.LaunchLeaseLost:
+        logger.warning("host %s: the launch claim passed to another worker; this one stops", host.pk)
+        return False
     except aws.AwsError as exc:
         transient = isinstance(exc, aws.AwsTransientError)
         host_transition(
@@ -128,6 +139,20 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
         # The meeting ended while RunInstances was in flight: nothing may outlive it.
         meeting_hosts_terminate(meeting=meeting)
     return recorded
+
+
+def _lease_renew(*, host: Host, token: str, now: datetime | None = None) -> bool:
+    """Before the next candidate: renew this worker's launch claim and record the candidate's
+    ClientToken (a launch claimed again after a crash resumes with it). False when another
+    worker holds the claim: the row no longer carries the ``launched_at`` this one wrote.
+    """
+    now = now or timezone.now()
+    renewed = Host.objects.filter(
+        pk=host.pk, state=HostState.LAUNCHING, instance_id="", launched_at=host.launched_at
+    ).update(launched_at=now, client_token=token, updated_at=now)
+    if renewed:
+        host.launched_at, host.client_token = now, token
+    return bool(renewed)
 
 
 def _launch_pending(*, meeting: Meeting, hosts: dict[str, Host], now: datetime | None) -> bool:

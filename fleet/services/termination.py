@@ -12,13 +12,13 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from fleet import aws
+from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import host_records_delete
 from fleet.services.transitions import hosts_transition
 from meetings import services as meeting_services
 from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Meeting
-from meetings.policy import KEEP_ALIVE, termination_verdict
+from meetings.policy import KEEP_ALIVE, PRE_HEALTHY_STATUSES, termination_verdict
 from meetings.selectors import meeting_kept_alive, meetings_for_termination
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def fleet_termination_sweep(*, now: datetime | None = None) -> TerminationSweepR
     """Apply the termination rules to every active meeting old enough (one query)."""
     now = now or timezone.now()
     result = TerminationSweepResult()
+    not_ready = selectors.meeting_ids_with_hosts_not_ready()
     for row in meetings_for_termination(now=now):
         verdict = termination_verdict(
             status=row["status"],
@@ -43,6 +44,7 @@ def fleet_termination_sweep(*, now: datetime | None = None) -> TerminationSweepR
             student_session_data=row["student_session_data"],
             kept_alive=row["kept_alive"],
             now=now,
+            hosts_ready=row["status"] not in PRE_HEALTHY_STATUSES and row["pk"] not in not_ready,
         )
         if verdict == KEEP_ALIVE:
             result.keep_alive.append(row["pk"])
@@ -70,6 +72,8 @@ def meeting_termination_rules_apply(*, meeting_id: str, now: datetime | None = N
         student_session_data=meeting.student_session_data,
         kept_alive=meeting_kept_alive(meeting_id=meeting.pk),
         now=now,
+        hosts_ready=meeting.status not in PRE_HEALTHY_STATUSES
+        and not selectors.meeting_ids_with_hosts_not_ready(meeting_id=meeting.pk),
     )
     if verdict == KEEP_ALIVE:
         meeting_services.meeting_keep_alive(meeting_id=meeting.pk)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from devtools.stack import BASE_DIR, Stack, free_port
+from tests.notifications.smtp import SmtpSink
 from tests.support import RedisServer, require_tool
 
 CHROMIUM = "/usr/bin/chromium"
@@ -130,10 +131,14 @@ def live_stack(tmp_path_factory):
         _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("browser-stack")
     redis = RedisServer().start()
-    stack = Stack(web_port=free_port(), env=_clean_env(tmp, redis.url), workdir=tmp, quiet=True)
+    smtp = SmtpSink().start()  # the stack's mail goes to a real SMTP server (tests/browser/test_invitations.py)
+    env = {**_clean_env(tmp, redis.url), "DJANGO_EMAIL_URL": smtp.url}
+    stack = Stack(web_port=free_port(), env=env, workdir=tmp, quiet=True)
     try:
         stack.start()
-        yield BrowserStack(stack)
+        live = BrowserStack(stack)
+        live.smtp = smtp
+        yield live
     except BaseException:
         for log in sorted(tmp.glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
@@ -141,6 +146,7 @@ def live_stack(tmp_path_factory):
     finally:
         stack.stop()
         redis.stop()
+        smtp.stop()
 
 
 @pytest.fixture(scope="package")

@@ -1,14 +1,19 @@
 """End to end: the real processes of `make run` take a meeting from the API to its termination.
 
-daphne, a Celery worker, Celery beat, the moto server and the DCV stand-in are started through
-``devtools.stack.Stack`` (what `make run` runs) on free ports, with a private Redis server and
-a file SQLite database of their own, short sweeps and a short simulated boot.
+daphne, a Celery worker, Celery beat, the moto server behind the strict EC2 proxy and the DCV
+stand-in are started through ``devtools.stack.Stack`` (what `make run` runs) on free ports, with a
+private Redis server and a file SQLite database of their own, short sweeps and a short simulated
+boot. The strict proxy keeps its `make run` rules (fresh instances invisible for a few seconds,
+status checks "initializing" for a minute, DNS changes PENDING for a few seconds) and is told the
+first instance type has no capacity: the hosts launch on the fallback type, in two zones.
 """
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +43,8 @@ def clean_env(tmp_path: Path) -> dict:
         ELEPHANT_LAUNCH_LEAD="5",
         ELEPHANT_OVERRUN_GRACE="0",
         ELEPHANT_HEALTH_TIMEOUT="5",
+        ELEPHANT_AVAILABILITY_ZONES="us-west-2a,us-west-2b",
+        ELEPHANT_DEPLOYMENT="e2e",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -91,6 +98,12 @@ def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, t
     ).stdout.strip()
     api = requests.Session()
     api.headers["Authorization"] = f"Api-Key {key}"
+    # EC2 has no g4dn.xlarge anywhere: the launch must move on to g5.xlarge at once (HTTP 500, no retries).
+    no_g4dn = json.dumps({"instance_type": "g4dn.xlarge", "available": False}).encode()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/strict-api/capacity", data=no_g4dn, method="POST"),
+        timeout=10,
+    ).read()
     # 30 s in the past, one minute long, no grace: the hard stop comes 30 s from now.
     meet_time = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     created = api.post(
@@ -128,19 +141,29 @@ def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, t
         )
         return [i for r in found["Reservations"] for i in r["Instances"]]
 
-    launched = wait_until("two instances", lambda: len(instances()) == 2 and instances(), 15, stack)
+    # Fresh instances are invisible for a few seconds: wait until EC2 lists both.
+    launched = wait_until("two instances", lambda: len(instances()) == 2 and instances(), 20, stack)
     tags = sorted(({t["Key"]: t["Value"] for t in i["Tags"]} for i in launched), key=lambda t: t["Role"])
-    assert [(t["MeetingID"], t["Role"], t["Name"], t["Project"]) for t in tags] == [
-        (meeting_id, "student", f"{meeting_id}_student", "Elephant"),
-        (meeting_id, "teacher", f"{meeting_id}_teacher", "Elephant"),
+    assert [(t["MeetingID"], t["Role"], t["Name"], t["Project"], t["ElephantDeployment"]) for t in tags] == [
+        (meeting_id, "student", f"{meeting_id}_student", "Elephant", "e2e"),
+        (meeting_id, "teacher", f"{meeting_id}_teacher", "Elephant", "e2e"),
     ]
     assert {i["ImageId"] for i in launched} == {env["ELEPHANT_AMI_ID"]}
+    assert {i["InstanceType"] for i in launched} == {"g5.xlarge"}
+    assert sorted(i["Placement"]["AvailabilityZone"] for i in launched) == ["us-west-2a", "us-west-2b"]
 
-    wait_until("HEALTHY", lambda: status() == "HEALTHY", 20, stack)
+    # The hosts attest (the stand-in plays their boot script): EC2's status checks, "initializing" for
+    # a minute under the strict proxy's `make run` rules, are no gate.
+    wait_until("HEALTHY", lambda: status() == "HEALTHY", 30, stack)
 
     join = requests.get(meeting["teacher_link"], headers={"Accept": "application/json"}, timeout=10)
     assert join.status_code == 200, join.text
-    dcv_url = join.json()["dcv_url"]
+    # The link the browser keeps goes through Elephant, which mints a fresh single-use DCV token on
+    # every visit and redirects to the host's DCV URL.
+    desktop_link = join.json()["dcv_url"]
+    visit = requests.get(desktop_link, timeout=10, allow_redirects=False)
+    assert visit.is_redirect, visit.text
+    dcv_url = visit.headers["Location"]
     assert dcv_url.startswith(f"http://127.0.0.1:{stack.standin_port}/i-")
     assert "?authToken=" in dcv_url and dcv_url.endswith("#console")
     desktop = requests.get(dcv_url, timeout=10)
@@ -149,6 +172,8 @@ def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, t
     assert meeting_id in desktop.text
     replay = requests.get(dcv_url, timeout=10)
     assert replay.status_code == 403 and "already used" in replay.text
+    reload = requests.get(desktop_link, timeout=10)  # a reload of the desktop tab still authenticates
+    assert reload.status_code == 200 and "DCV authenticated: signed in as teacher" in reload.text
 
     assert status() == "IN_PROGRESS"
 

@@ -5,6 +5,7 @@ One moto server per session on a free port; its state is wiped before each test
 local endpoint.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from fleet import aws
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 REGION = "us-west-2"
 TEST_AMI = "ami-12345678"
+LAUNCH_AMI = "ami-760aaa0f"
 
 
 def free_port() -> int:
@@ -32,26 +34,85 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing")
-    os.environ.pop("AWS_PROFILE", None)
-    port = free_port()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def _wait_listening(port: int, process: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+                return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start") from None
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """The session's local EC2: a moto server behind the strict proxy (devtools/strict_aws.py), over HTTP.
+
+    The proxy enforces what EC2 does and moto does not (ClientToken idempotency, capacity errors as
+    HTTP 500, RunInstances throttling, eventual consistency, initializing status checks); its rules
+    are reset with moto before each test and default to no delays (``strict`` changes them).
+    """
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SESSION_TOKEN="testing")
+    os.environ.pop("AWS_PROFILE", None)
+    moto_port, proxy_port = free_port(), free_port()
+    moto = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "devtools.strict_aws", "--port", str(proxy_port)]
+        + ["--upstream", f"http://127.0.0.1:{moto_port}"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(moto_port, moto, "moto_server")
+        _wait_listening(proxy_port, proxy, "the strict EC2 proxy")
+        yield f"http://127.0.0.1:{proxy_port}"
+    finally:
+        for process in (proxy, moto):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a loaded moto server may not finish its threads in time
+                process.kill()
+                process.wait(timeout=10)
+
+
+class Strict:
+    """The strict proxy's control endpoints (devtools/strict_aws.py)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _post(self, path: str, data: dict) -> dict:
+        request = urllib.request.Request(f"{self.url}/strict-api/{path}", data=json.dumps(data).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def capacity(self, *, instance_type: str = "*", availability_zone: str = "*", available: bool = False) -> None:
+        self._post(
+            "capacity",
+            {"instance_type": instance_type, "availability_zone": availability_zone, "available": available},
+        )
+
+    def rules(self, **rules: float) -> None:
+        self._post("config", rules)
+
+    def advance(self, seconds: float) -> None:
+        self._post("clock", {"advance_seconds": seconds})
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/strict-api/state", timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def strict(local_aws):
+    return Strict(local_aws)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +134,10 @@ def local_aws(moto_url, standin_port, settings):
     port, _ = standin_port
     settings.AWS_ENDPOINT_URL = moto_url
     settings.AWS_REGION = REGION
-    settings.ELEPHANT_AMI_ID = TEST_AMI
+    # One of moto's built-in images, whose root device is /dev/xvda: the launch reads it (DescribeImages).
+    settings.ELEPHANT_AMI_ID = LAUNCH_AMI
+    settings.ELEPHANT_DEPLOYMENT = "test"
+    settings.ELEPHANT_PUBLIC_IP = True
     settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge", "g5.xlarge"]
     settings.ELEPHANT_SUBNET_IDS = []
     settings.ELEPHANT_AVAILABILITY_ZONES = []

@@ -179,8 +179,10 @@ def test_only_post(client):
 
 # --- the stand-in ---------------------------------------------------------------------------------
 @pytest.fixture
-def standin_on_live_server(standin_port, live_server):
+def standin_on_live_server(standin_port, live_server, settings):
     port, server = standin_port
+    # The host's boot script sets the verifier to ELEPHANT_PUBLIC_URL, and the stand-in follows the script.
+    settings.ELEPHANT_PUBLIC_URL = live_server.url
     previous = server.RequestHandlerClass.standin.app_url
     server.RequestHandlerClass.standin.app_url = live_server.url
     yield port

@@ -1,7 +1,7 @@
 """GET /join/{meeting_id}/{role}: every answer of ARCHITECTURE.md section 6."""
 
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 import time_machine
@@ -124,6 +124,13 @@ class TestJoinWaits:
         assert response.json()["final"] is True
 
 
+def dcv_redirect(client, desktop_link: str) -> str:
+    """Where the desktop link sends the browser (a DCV URL with a fresh single-use token)."""
+    response = client.get(urlsplit(desktop_link).path + "?" + urlsplit(desktop_link).query)
+    assert response.status_code == 302
+    return response["Location"]
+
+
 @pytest.mark.django_db
 class TestJoinReady:
     def test_ready_gives_the_roles_dcv_link_with_a_fresh_single_use_token(self, client):
@@ -134,7 +141,11 @@ class TestJoinReady:
         response = client.get(join_url(meeting.id, "student"), **JSON)
 
         assert response.status_code == 200
-        parts = urlsplit(response.json()["dcv_url"])
+        # The link handed out is the lasting desktop link; each visit redirects with a fresh token.
+        desktop = response.json()["dcv_url"]
+        assert urlsplit(desktop).path == f"/desktop/{meeting.id}/student"
+        assert "authToken" not in desktop
+        parts = urlsplit(dcv_redirect(client, desktop))
         assert f"{parts.scheme}://{parts.netloc}" == student_host.dcv_link
         assert teacher_host.instance_id not in response.json()["dcv_url"]
         assert parts.fragment == "console"
@@ -142,8 +153,9 @@ class TestJoinReady:
         grant = dcv_token_redeem(token=token)
         assert (grant.meeting_id, grant.role, grant.instance_id) == (meeting.id, "student", student_host.instance_id)
 
-        second = client.get(join_url(meeting.id, "student"), **JSON).json()["dcv_url"]
-        assert second != response.json()["dcv_url"]
+        again = dcv_redirect(client, desktop)  # a reload of the same link: a fresh, unspent token
+        assert again != urlunsplit(parts)
+        assert dcv_token_redeem(token=parse_qs(urlsplit(again).query)["authToken"][0]).role == "student"
 
     @pytest.mark.parametrize("accept", ["application/json", "text/html", "*/*"])
     def test_handing_out_the_link_starts_nothing(self, client, accept):
@@ -163,7 +175,7 @@ class TestJoinReady:
             meeting, "student", generation=2, instance_id="i-0replacement0000", dcv_link="https://new:8443"
         )
         url = client.get(join_url(meeting.id, "student"), **JSON).json()["dcv_url"]
-        assert url.startswith("https://new:8443?authToken=")
+        assert dcv_redirect(client, url).startswith("https://new:8443?authToken=")
         assert replacement.instance_id
 
     def test_responses_carry_the_configured_cors_origin(self, client, settings):
@@ -183,7 +195,7 @@ class TestJoinReady:
         assert response["Content-Type"].startswith("text/html")
         html = response.content.decode()
         assert "Joining as the student" in html
-        assert "authToken=" in html
+        assert f"/desktop/{meeting.id}/student?t=" in html
 
     def test_browsers_get_a_waiting_page_when_not_ready(self, client):
         meeting = make_meeting(meet_time=timezone.now(), status=MeetingStatus.LAUNCHING)

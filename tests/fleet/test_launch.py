@@ -19,7 +19,7 @@ def due_meeting(**fields):
     return make_meeting(meet_time=timezone.now() + timedelta(minutes=2), **fields)
 
 
-def test_launch_starts_one_tagged_instance_per_role(ec2):
+def test_launch_starts_one_tagged_instance_per_role(ec2, settings):
     meeting = due_meeting()
     assert services.meeting_launch(meeting_id=meeting.pk)
     meeting.refresh_from_db()
@@ -34,8 +34,10 @@ def test_launch_starts_one_tagged_instance_per_role(ec2):
         assert tags["MeetingID"] == meeting.pk
         assert tags["Project"] == "Elephant"
         assert tags["Name"] == f"{meeting.pk}_{tags['Role']}"
-        assert instance["ImageId"] == "ami-12345678"
+        assert tags["ElephantDeployment"] == "test"
+        assert instance["ImageId"] == settings.ELEPHANT_AMI_ID
         assert instance["InstanceType"] == "g4dn.xlarge"
+        assert instance["PublicIpAddress"]
     hosts = {h.role: h for h in Host.objects.filter(meeting=meeting)}
     assert set(hosts) == {"teacher", "student"}
     for role, host in hosts.items():
@@ -48,12 +50,25 @@ def test_launch_starts_one_tagged_instance_per_role(ec2):
     assert "LAUNCH" in reasons and "HOSTS_LAUNCHED" in reasons
 
 
-def test_launch_sends_the_documented_client_token(ec2_hook):
-    seen = []
-    ec2_hook.on("before-call.ec2.RunInstances", lambda params, **_: seen.append(params["body"]["ClientToken"]))
+def test_each_candidate_has_its_own_deterministic_client_token(ec2_hook, strict):
+    """EC2 binds a token to its parameters: a fallback must not reuse it for another type."""
+    strict.capacity(instance_type="g4dn.xlarge")
+    sent = []
+    ec2_hook.on(
+        "before-call.ec2.RunInstances",
+        lambda params, **_: sent.append((params["body"]["InstanceType"], params["body"]["ClientToken"])),
+    )
     meeting = due_meeting()
     services.meeting_launch(meeting_id=meeting.pk)
-    assert sorted(seen) == sorted([f"{meeting.pk}-teacher", f"{meeting.pk}-student"])
+    tokens = [token for _, token in sent]
+    assert [t for t, _ in sent] == ["g4dn.xlarge", "g5.xlarge", "g4dn.xlarge", "g5.xlarge"]
+    assert len(set(tokens)) == 4 and all(len(t) <= 64 and t.isascii() for t in tokens)
+    candidates = [aws.LaunchCandidate(instance_type=t) for t in ("g4dn.xlarge", "g5.xlarge")]
+    for role, offset in (("teacher", 0), ("student", 2)):
+        for n, candidate in enumerate(candidates):
+            token = aws.client_token(meeting_id=meeting.pk, role=role, generation=1, candidate=candidate)
+            assert tokens[offset + n] == token
+    assert aws.client_token(meeting_id=meeting.pk, role="teacher", generation=2, candidate=candidates[0]) not in tokens
 
 
 def test_a_task_delivered_twice_launches_nothing_twice(ec2):
@@ -100,22 +115,24 @@ def test_a_worker_killed_between_run_instances_and_the_database_write_leaves_no_
     assert meeting.status == MeetingStatus.LAUNCHED
 
 
-def test_instance_type_falls_back_on_insufficient_capacity(ec2, ec2_hook):
-    def no_g4dn(request, **_):
-        if "InstanceType=g4dn.xlarge" in str(request.body):
-            return aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient g4dn.xlarge capacity")
-        return None
-
-    ec2_hook.on("before-send.ec2.RunInstances", no_g4dn)
+def test_a_capacity_error_moves_to_the_next_type_at_once_without_spending_retries(ec2, ec2_hook, strict):
+    """EC2 answers InsufficientInstanceCapacity as HTTP 500 (the strict proxy does too): no retry, next type."""
+    strict.capacity(instance_type="g4dn.xlarge")
+    sends = []
+    ec2_hook.on("before-send.ec2.RunInstances", lambda request, **_: sends.append(request.body))
     meeting = due_meeting()
-    services.meeting_launch(meeting_id=meeting.pk)
+    assert services.meeting_launch(meeting_id=meeting.pk)
     instances = instances_of(ec2, meeting.pk)
     assert {i["InstanceType"] for i in instances} == {"g5.xlarge"}
     assert set(Host.objects.filter(meeting=meeting).values_list("instance_type", flat=True)) == {"g5.xlarge"}
+    # One refused g4dn and one g5 per role: no attempt repeated by the retry policy.
+    assert len(sends) == 4
 
 
-def test_no_capacity_anywhere_fails_the_meeting_with_the_reason(ec2, ec2_hook):
-    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: aws_error("InsufficientInstanceCapacity"))
+def test_no_capacity_anywhere_fails_the_meeting_with_the_reason(ec2, ec2_hook, strict):
+    strict.capacity()  # every type, every zone
+    sends = []
+    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: sends.append(1))
     meeting = due_meeting()
     services.meeting_launch(meeting_id=meeting.pk)
     meeting.refresh_from_db()
@@ -123,6 +140,129 @@ def test_no_capacity_anywhere_fails_the_meeting_with_the_reason(ec2, ec2_hook):
     assert meeting.termination_reason == TerminationReason.LAUNCH_FAILED
     assert "g4dn.xlarge" in meeting.last_error and "g5.xlarge" in meeting.last_error
     assert instances_of(ec2, meeting.pk) == []
+    assert len(sends) == 2  # the teacher's two candidates, once each; the meeting failed with them
+
+
+def test_capacity_missing_in_one_zone_moves_to_the_next_zone(settings, ec2, strict):
+    subnets = two_zone_subnets(ec2, settings)
+    strict.capacity(instance_type="g4dn.xlarge", availability_zone="us-west-2a")
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    placed = {i["InstanceType"] + " " + i["SubnetId"] for i in instances_of(ec2, meeting.pk)}
+    assert placed == {f"g4dn.xlarge {subnets['us-west-2b']}"}  # both hosts: the type first, then the zone
+
+
+def two_zone_subnets(ec2, settings) -> dict[str, str]:
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnets = {}
+    for n, zone in enumerate(("us-west-2a", "us-west-2b")):
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{n}.0/24", AvailabilityZone=zone)["Subnet"]
+        subnets[zone] = subnet["SubnetId"]
+    settings.ELEPHANT_SUBNET_IDS = list(subnets.values())
+    return subnets
+
+
+def test_teacher_and_student_are_spread_over_the_zones(settings, ec2):
+    two_zone_subnets(ec2, settings)
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    zones = dict(Host.objects.filter(meeting=meeting).values_list("role", "availability_zone"))
+    assert zones == {"teacher": "us-west-2a", "student": "us-west-2b"}
+
+
+def test_a_repeated_launch_after_a_crash_gets_the_same_instance_from_its_token(ec2, ec2_hook, strict):
+    """The tag look-up cannot see an instance EC2 does not list yet; the candidate's token still
+    makes EC2 answer with the instance the crashed worker started instead of a second one."""
+
+    class WorkerKilled(BaseException):
+        pass
+
+    def kill(**_):
+        raise WorkerKilled
+
+    strict.capacity(instance_type="g4dn.xlarge")
+    strict.rules(invisible_seconds=3600)
+    meeting = due_meeting()
+    ec2_hook.on("after-call.ec2.RunInstances", kill)
+    with pytest.raises(WorkerKilled):
+        services.meeting_launch(meeting_id=meeting.pk)
+    ec2_hook.clear()
+    strict.capacity(instance_type="g4dn.xlarge", available=True)  # capacity is back for the first candidate
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):  # past the claim's lease
+        services.meeting_launch(meeting_id=meeting.pk)
+    strict.rules(invisible_seconds=0)
+    instances = instances_of(ec2, meeting.pk)
+    teacher = Host.objects.get(meeting=meeting, role="teacher")
+    # The teacher resumed with the g5 candidate's token: EC2 answered with the crashed worker's
+    # instance. Starting the chain again at g4dn (available again) would have made a second one.
+    assert len(instances) == 2
+    assert teacher.instance_type == "g5.xlarge" and teacher.instance_id in {i["InstanceId"] for i in instances}
+    assert Host.objects.get(meeting=meeting, role="student").instance_type == "g4dn.xlarge"
+
+
+def test_a_launch_whose_claim_passed_to_another_worker_stops_before_the_next_candidate(ec2, ec2_hook, strict):
+    strict.capacity(instance_type="g4dn.xlarge")
+    meeting = due_meeting()
+
+    def another_worker_claims(request, **_):
+        if "InstanceType=g4dn.xlarge" in str(request.body):
+            Host.objects.filter(meeting=meeting, role="teacher").update(launched_at=timezone.now() + timedelta(1))
+
+    ec2_hook.on("before-send.ec2.RunInstances", another_worker_claims)
+    services.meeting_launch(meeting_id=meeting.pk)
+    teacher = Host.objects.get(meeting=meeting, role="teacher")
+    assert teacher.state == HostState.LAUNCHING and teacher.instance_id == ""
+    assert [i["Tags"] for i in instances_of(ec2, meeting.pk) if {"Key": "Role", "Value": "teacher"} in i["Tags"]] == []
+
+
+def test_a_quota_error_fails_at_once_with_what_staff_can_do(ec2, ec2_hook):
+    sends = []
+
+    def no_vcpus(**_):
+        sends.append(1)
+        return aws_error("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit")
+
+    ec2_hook.on("before-send.ec2.RunInstances", no_vcpus)
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED and meeting.termination_reason == TerminationReason.LAUNCH_FAILED
+    assert "VcpuLimitExceeded" in meeting.last_error and "Service Quotas" in meeting.last_error
+    assert len(sends) == 1  # no other type tried, nothing retried
+
+
+def test_a_fallback_list_mixing_gpu_vendors_is_refused_before_any_call(settings, ec2, ec2_hook):
+    settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge", "g4ad.xlarge"]
+    sends = []
+    ec2_hook.on("before-send.ec2.RunInstances", lambda **_: sends.append(1))
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED and "mix GPU vendors" in meeting.last_error
+    assert "AMD: g4ad.xlarge" in meeting.last_error and sends == []
+    assert aws.instance_types_problem(["g4dn.xlarge", "g5.xlarge", "g6.xlarge"]) == ""
+
+
+def test_the_root_volume_uses_the_amis_device_encrypted_and_the_public_address_is_asked_for(ec2, ec2_hook):
+    sent = []
+    ec2_hook.on("before-call.ec2.RunInstances", lambda params, **_: sent.append(params["body"]))
+    meeting = due_meeting()
+    services.meeting_launch(meeting_id=meeting.pk)
+    body = sent[0]
+    assert body["BlockDeviceMapping.1.DeviceName"] == "/dev/xvda"  # the registered test AMI's root
+    assert body["BlockDeviceMapping.1.Ebs.Encrypted"] == "true"
+    assert body["NetworkInterface.1.AssociatePublicIpAddress"] == "true"
+    instance = instances_of(ec2, meeting.pk)[0]
+    # (moto always lists its own /dev/sda1 root; EC2 would add that as a second, blank disk.)
+    mapped = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
+    assert ec2.describe_volumes(VolumeIds=[mapped["/dev/xvda"]])["Volumes"][0]["Encrypted"]
+
+
+def test_only_a_public_address_is_handed_out_for_public_dns(settings):
+    private_only = aws.Instance(instance_id="i-1", state="running", private_address="10.0.0.5")
+    assert aws.instance_address(private_only) == ""
+    settings.ELEPHANT_PUBLIC_IP = False  # private subnets, a private hosted zone
+    assert aws.instance_address(private_only) == "10.0.0.5"
 
 
 def test_throttling_is_retried_with_backoff(ec2, ec2_hook):
@@ -223,7 +363,7 @@ def test_subnets_and_security_groups_are_used(settings, ec2):
     for instance in instances_of(ec2, meeting.pk):
         assert instance["SubnetId"] == subnet["SubnetId"]
         assert instance["Placement"]["AvailabilityZone"] == "us-west-2b"
-        assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group]
+        assert [g["GroupId"] for g in instance["NetworkInterfaces"][0]["Groups"]] == [group]
 
 
 def test_a_meeting_not_due_or_cancelled_is_not_launched(ec2):

@@ -31,6 +31,12 @@ def run_watchdog():
     return result
 
 
+def attest(meeting):
+    """The hosts' attestation (fleet.services.health.host_attested), where the model has it."""
+    if services.health.host_attested(Host(attested_at=None)) is not None:
+        Host.objects.filter(meeting=meeting).update(attested_at=timezone.now())
+
+
 def run_health(now=None):
     result = services.fleet_health_sweep(now=now)
     for meeting_id in result.meeting_ids:
@@ -39,8 +45,10 @@ def run_health(now=None):
     return result
 
 
-def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_port):
+def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_port, strict):
+    strict.rules(initializing_seconds=600)  # EC2's status checks stay "initializing" for the whole test
     meeting = launched_meeting()
+    attest(meeting)
     result = run_watchdog()
     assert len(result.running) == 2
     meeting.refresh_from_db()
@@ -59,7 +67,8 @@ def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_por
     assert meeting.healthy_at is not None
     for host in Host.objects.filter(meeting=meeting):
         assert host.state == HostState.HEALTHY
-        assert host.ec2_checks_ok and host.dcv_answered
+        # DCV answers: EC2's status checks (a minute or more of "initializing") are no gate, nor asked.
+        assert host.ec2_checks_ok is None and host.dcv_answered
     # Nothing more to do on the next rounds.
     assert run_watchdog().running == []
     assert run_health().healthy == []
@@ -74,31 +83,97 @@ def test_watchdog_writes_links_then_health_makes_the_meeting_healthy(standin_por
         ]
 
 
-def test_a_host_whose_dns_record_could_not_be_written_stays_running_and_is_written_next_round(ec2_hook):
-    launched_meeting()
-    sweep = services.fleet_watchdog_sweep()
-    host_id, address, zone = sweep.running[0]
-    failures = []
+def dns_zone(settings, local_aws):
+    route53 = boto3.client("route53", region_name=REGION, endpoint_url=local_aws)
+    zone = route53.create_hosted_zone(Name="desktops.example.com", CallerReference="t")["HostedZone"]["Id"]
+    settings.ELEPHANT_DNS_ZONE_ID = zone.split("/")[-1]
+    settings.ELEPHANT_DNS_DOMAIN = "desktops.example.com"
+    return route53, zone
 
-    def route53_down(host, address):
-        failures.append(host.pk)
-        raise aws.AwsTransientError("Route 53 unavailable", code="ServiceUnavailable")
 
-    original = services.watchdog.host_record_write
-    services.watchdog.host_record_write = route53_down
+def a_records(route53, zone) -> dict[str, str]:
+    records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return {r["Name"].rstrip("."): r["ResourceRecords"][0]["Value"] for r in records if r["Type"] == "A"}
+
+
+def route53_calls(operations: list[str]):
+    client = aws.route53_client()
+    handler = lambda model, **_: operations.append(model.name)  # noqa: E731
+    client.meta.events.register("before-call.route-53", handler)
+    return lambda: client.meta.events.unregister("before-call.route-53", handler)
+
+
+def test_dns_is_one_batch_per_sweep_and_a_host_stays_running_until_insync(settings, local_aws, strict):
+    route53, zone = dns_zone(settings, local_aws)
+    strict.rules(dns_sync_seconds=60)
+    meetings = [launched_meeting() for _ in range(3)]
+    calls = []
+    stop = route53_calls(calls)
     try:
-        with pytest.raises(aws.AwsTransientError):
-            services.host_running(host_id=host_id, address=address, availability_zone=zone)
+        first = run_watchdog()
+        assert first.running == [] and calls == ["ChangeResourceRecordSets"]  # six records, one call
+        assert len(a_records(route53, zone)) == 6
+        hosts = Host.objects.filter(meeting__in=meetings)
+        assert {h.state for h in hosts} == {HostState.RUNNING} and len({h.dns_change_id for h in hosts}) == 1
+        calls.clear()
+        assert run_watchdog().running == [] and calls == ["GetChange"]  # still PENDING: nothing slept, nothing moved
+        strict.advance(61)
+        calls.clear()
+        assert len(run_watchdog().running) == 6 and calls == ["GetChange"]
     finally:
-        services.watchdog.host_record_write = original
-    assert failures == [host_id]
-    host = Host.objects.get(pk=host_id)
-    assert (host.state, host.public_address, host.dcv_link) == (HostState.RUNNING, address, "")
-    assert host.running_at is not None
-    # The next sweep hands it on again, and this time the link is written.
-    assert host_id in [pk for pk, _, _ in services.fleet_watchdog_sweep().running]
-    assert services.host_running(host_id=host_id, address=address, availability_zone=zone)
-    assert Host.objects.get(pk=host_id).state == HostState.DNS_WRITTEN
+        stop()
+    assert {h.state for h in Host.objects.filter(meeting__in=meetings)} == {HostState.DNS_WRITTEN}
+    for meeting in meetings:
+        meeting.refresh_from_db()
+        assert meeting.status == MeetingStatus.DNS_WRITTEN
+
+
+def test_a_host_whose_dns_record_could_not_be_written_stays_running_and_is_written_next_round(settings, local_aws):
+    route53, zone = dns_zone(settings, local_aws)
+    settings.ELEPHANT_AWS_MAX_ATTEMPTS = 1
+    launched_meeting()
+    client = aws.route53_client()
+
+    def route53_down(**_):
+        return aws_error("ServiceUnavailable", status=503)
+
+    client.meta.events.register("before-send.route-53.ChangeResourceRecordSets", route53_down)
+    try:
+        assert run_watchdog().running == []
+    finally:
+        client.meta.events.unregister("before-send.route-53.ChangeResourceRecordSets", route53_down)
+    hosts = list(Host.objects.all())
+    assert {(h.state, h.dns_change_id, h.dcv_link) for h in hosts} == {(HostState.RUNNING, "", "")}
+    assert all(h.public_address and h.running_at for h in hosts)
+    # The next sweep writes both records (PENDING), the one after sees them INSYNC and hands them on.
+    assert run_watchdog().running == []
+    assert len(a_records(route53, zone)) == 2
+    assert len(run_watchdog().running) == 2
+    assert {h.state for h in Host.objects.all()} == {HostState.DNS_WRITTEN}
+
+
+def test_a_refused_dns_record_fails_the_meeting_with_the_reason(settings):
+    settings.ELEPHANT_DNS_ZONE_ID = "ZNOSUCHZONE"
+    meeting = launched_meeting()
+    result = services.fleet_watchdog_sweep()
+    assert len(result.refused) == 2
+    for host_id, error in result.refused:
+        services.host_dns_refused(host_id=host_id, error=error)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED and "NoSuchHostedZone" in meeting.last_error
+
+
+def test_a_stale_address_never_leaks_the_record(settings, local_aws):
+    """Route 53 deletes a record only with its current value; it is read first."""
+    route53, zone = dns_zone(settings, local_aws)
+    settings.ELEPHANT_DCV_URL_TEMPLATE = "https://{instance_id}.{domain}:8443"
+    meeting = launched_meeting()
+    run_watchdog()
+    run_watchdog()
+    host = Host.objects.filter(meeting=meeting).first()
+    Host.objects.filter(pk=host.pk).update(public_address="192.0.2.77")  # the database's value went stale
+    services.meeting_terminate(meeting=meeting, reason=TerminationReason.STAFF, actor="staff:sam")
+    assert a_records(route53, zone) == {}
 
 
 def test_a_dcv_endpoint_that_does_not_answer_is_not_healthy(settings):
@@ -109,7 +184,7 @@ def test_a_dcv_endpoint_that_does_not_answer_is_not_healthy(settings):
     meeting.refresh_from_db()
     assert meeting.status == MeetingStatus.DNS_WRITTEN
     host = Host.objects.filter(meeting=meeting).first()
-    assert host.ec2_checks_ok is True and host.dcv_answered is False and host.probe_failures == 1
+    assert host.ec2_checks_ok is None and host.dcv_answered is False and host.probe_failures == 1
 
 
 def test_the_agents_healthy_report_counts(settings):
@@ -123,23 +198,16 @@ def test_the_agents_healthy_report_counts(settings):
 
 
 def test_route53_record_is_written_and_deleted(settings, local_aws):
-    route53 = boto3.client("route53", region_name=REGION, endpoint_url=local_aws)
-    zone = route53.create_hosted_zone(Name="desktops.example.com", CallerReference="t")["HostedZone"]["Id"]
-    settings.ELEPHANT_DNS_ZONE_ID = zone
-    settings.ELEPHANT_DNS_DOMAIN = "desktops.example.com"
+    route53, zone = dns_zone(settings, local_aws)
     settings.ELEPHANT_DCV_URL_TEMPLATE = "https://{instance_id}.{domain}:8443"
     meeting = launched_meeting()
     run_watchdog()
-
-    def a_records():
-        records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
-        return {r["Name"].rstrip("."): r["ResourceRecords"][0]["Value"] for r in records if r["Type"] == "A"}
-
+    run_watchdog()  # the change batch is PENDING when submitted, INSYNC at the next look
     hosts = list(Host.objects.filter(meeting=meeting))
-    assert a_records() == {f"{h.instance_id}.desktops.example.com": h.public_address for h in hosts}
+    assert a_records(route53, zone) == {f"{h.instance_id}.desktops.example.com": h.public_address for h in hosts}
     assert {h.dcv_link for h in hosts} == {f"https://{h.instance_id}.desktops.example.com:8443" for h in hosts}
     services.meeting_terminate(meeting=meeting, reason=TerminationReason.STAFF, actor="staff:sam")
-    assert a_records() == {}
+    assert a_records(route53, zone) == {}
 
 
 def test_a_bad_link_template_fails_the_meeting_clearly(settings):
@@ -264,3 +332,30 @@ def test_watchdog_marks_terminating_hosts_terminated(ec2):
     assert {h.state for h in hosts} == {HostState.TERMINATED}
     assert all(h.terminated_at for h in hosts)
     assert instances_of(ec2, meeting.pk) == []
+
+
+def test_one_unknown_id_never_voids_a_status_batch(ec2, strict):
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId="ami-12345678", MinCount=2, MaxCount=2)["Instances"]]
+    strict.advance(120)  # these two are two minutes old
+    fresh = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    strict.rules(invisible_seconds=60)
+    # The fresh id is unknown to EC2 for now, one never existed: the other two still count.
+    assert aws.instances_status_ok([*ids, fresh, "i-00000000000000dead"]) == set(ids)
+    strict.rules(invisible_seconds=0, initializing_seconds=60)
+    assert aws.instances_status_ok([*ids, fresh]) == set(ids)  # the fresh one's checks are "initializing"
+
+
+def test_a_host_that_has_not_attested_needs_the_status_checks_too(strict):
+    if services.health.host_attested(Host(attested_at=None)) is None:
+        pytest.skip("hosts do not attest in this tree")
+    strict.rules(initializing_seconds=600)
+    meeting = launched_meeting()
+    run_watchdog()
+    run_health()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.DNS_WRITTEN  # DCV answers, the checks still say "initializing"
+    assert {(h.ec2_checks_ok, h.dcv_answered) for h in Host.objects.filter(meeting=meeting)} == {(False, True)}
+    strict.advance(601)
+    run_health()
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.HEALTHY

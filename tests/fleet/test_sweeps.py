@@ -93,3 +93,50 @@ def test_describe_is_batched(ec2, ec2_hook, monkeypatch):
     found, missing = aws.instances_describe([*ids, "i-0000000000000dead"])
     assert set(found) == set(ids) and missing == {"i-0000000000000dead"}
     assert len(batches) >= 3 and all(len(b) <= 2 for b in batches)
+
+
+def test_route53_calls_per_sweep_do_not_grow_with_the_hosts(settings, local_aws):
+    """Route 53 throttles per account: the watchdog writes every record of a sweep in one batch."""
+    import boto3
+
+    from tests.fleet.conftest import REGION
+
+    route53 = boto3.client("route53", region_name=REGION, endpoint_url=local_aws)
+    zone = route53.create_hosted_zone(Name="desktops.example.com", CallerReference="s")["HostedZone"]["Id"]
+    settings.ELEPHANT_DNS_ZONE_ID = zone.split("/")[-1]
+    client = aws.route53_client()
+    calls = []
+    handler = lambda model, **_: calls.append(model.name)  # noqa: E731
+    client.meta.events.register("before-call.route-53", handler)
+    now = timezone.now()
+    try:
+        per_sweep = {}
+        for count in (3, 240):  # 6 and 480 records: one batch either way
+            meetings = [
+                Meeting(teacher_name="T", student_name="S", meet_time=now, status=MeetingStatus.LAUNCHED)
+                for _ in range(count)
+            ]
+            Meeting.objects.bulk_create(meetings)
+            Host.objects.bulk_create(
+                Host(
+                    meeting=m,
+                    role=role,
+                    instance_id=f"i-{secrets.token_hex(8)}",
+                    state=HostState.RUNNING,
+                    public_address="192.0.2.10",
+                    launched_at=now,
+                )
+                for m in meetings
+                for role in ("teacher", "student")
+            )
+            rounds = []
+            for _ in range(2):  # submit, then see it INSYNC
+                calls.clear()
+                result = services.fleet_watchdog_sweep(now=now)
+                rounds.append(list(calls))
+            per_sweep[count] = rounds
+            assert len(result.running) == 2 * count
+            Host.objects.filter(state=HostState.RUNNING).update(state=HostState.DNS_WRITTEN)
+    finally:
+        client.meta.events.unregister("before-call.route-53", handler)
+    assert per_sweep[3] == per_sweep[240] == [["ChangeResourceRecordSets"], ["GetChange"]]

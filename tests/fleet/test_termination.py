@@ -10,6 +10,7 @@ from django.utils import timezone
 from fleet import services, tasks
 from fleet.models import Host, HostState
 from meetings.models import Meeting, MeetingStatus, TerminationReason
+from meetings.policy import PRE_HEALTHY_STATUSES
 from meetings.services import meeting_keep_alive, meeting_start_on_join
 from tests.factories import make_meeting
 from tests.fleet.conftest import TEST_AMI, instances_of
@@ -32,6 +33,8 @@ def healthy_meeting_with_instances(*, status=MeetingStatus.HEALTHY, **fields):
     meeting = make_meeting(meet_time=timezone.now(), duration_minutes=60, **fields)
     services.meeting_launch(meeting_id=meeting.pk)
     Meeting.objects.filter(pk=meeting.pk).update(status=status)
+    if status not in PRE_HEALTHY_STATUSES:
+        Host.objects.filter(meeting=meeting).update(state=HostState.HEALTHY)
     meeting.refresh_from_db()
     return meeting
 
@@ -40,7 +43,7 @@ def healthy_meeting_with_instances(*, status=MeetingStatus.HEALTHY, **fields):
     "status, teacher_data, student_data, expected",
     [
         (MeetingStatus.HEALTHY, "", "", T.NO_SHOW_TIMEOUT),
-        (MeetingStatus.DNS_WRITTEN, "", "", T.NO_SHOW_TIMEOUT),
+        (MeetingStatus.DNS_WRITTEN, "", "", T.PLATFORM_FAULT),  # the desktops were not ready: nobody's fault
         (MeetingStatus.IN_PROGRESS, "s3://rec/t", "", T.PARTIAL_NO_SHOW_TIMEOUT),
         (MeetingStatus.HEALTHY, "", "s3://rec/s", T.PARTIAL_NO_SHOW_TIMEOUT),
         (MeetingStatus.IN_PROGRESS, "s3://rec/t", "s3://rec/s", T.FIFTEEN_MIN_SUCCESS),
@@ -140,8 +143,52 @@ def test_staff_termination(ec2):
     assert meeting.events.filter(to_status=MeetingStatus.TERMINATED).count() == 1
 
 
+def test_a_replacement_still_booting_at_the_safety_net_is_a_platform_fault_not_a_no_show(ec2):
+    meeting = healthy_meeting_with_instances(status=MeetingStatus.HEALTHY)
+    # The student's desktop was lost and its replacement is still booting when the net is judged.
+    Host.objects.filter(meeting=meeting, role="student").update(state=HostState.FAILED)
+    Host.objects.create(meeting=meeting, role="student", generation=2, state=HostState.BOOTING, instance_id="i-0b")
+    at_15 = meeting.meet_time + timedelta(minutes=15)
+    with time_machine.travel(at_15):
+        result = services.fleet_termination_sweep(now=at_15)
+        assert result.terminate == [(meeting.pk, T.PLATFORM_FAULT)]
+        assert services.meeting_termination_rules_apply(meeting_id=meeting.pk, now=at_15) == T.PLATFORM_FAULT
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.TERMINATED and meeting.termination_reason == T.PLATFORM_FAULT
+    assert "not a no-show" in T(meeting.termination_reason).label
+
+
+def test_the_verdict_never_blames_people_for_desktops_that_were_not_ready():
+    from meetings.policy import termination_verdict
+
+    meet_time = timezone.now()
+    judge = dict(meet_time=meet_time, duration_minutes=60, kept_alive=False, now=meet_time + timedelta(minutes=15))
+    for status in (MeetingStatus.LAUNCHING, MeetingStatus.HEALTHY):
+        for teacher, student in (("", ""), ("s3://t", "")):
+            assert (
+                termination_verdict(
+                    status=status,
+                    teacher_session_data=teacher,
+                    student_session_data=student,
+                    hosts_ready=False,
+                    **judge,
+                )
+                == T.PLATFORM_FAULT
+            )
+    both = termination_verdict(
+        status=MeetingStatus.IN_PROGRESS, teacher_session_data="t", student_session_data="s", hosts_ready=False, **judge
+    )
+    assert both == T.FIFTEEN_MIN_SUCCESS
+    ready = termination_verdict(
+        status=MeetingStatus.HEALTHY, teacher_session_data="", student_session_data="", hosts_ready=True, **judge
+    )
+    assert ready == T.NO_SHOW_TIMEOUT
+
+
 # --- the reaper ------------------------------------------------------------------------------------
-def run_tagged(ec2, tags: dict) -> str:
+def run_tagged(ec2, tags: dict, deployment: str | None = "test") -> str:
+    if deployment is not None:
+        tags = {**tags, "ElephantDeployment": deployment}
     spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
     response = ec2.run_instances(ImageId=TEST_AMI, MinCount=1, MaxCount=1, TagSpecifications=spec)
     return response["Instances"][0]["InstanceId"]
@@ -168,6 +215,30 @@ def test_reaper_terminates_instances_of_terminal_and_unknown_meetings(ec2):
     assert left_behind in event.detail and "TERMINATED" in event.detail and event.actor == "reaper"
     assert result.events == 1
     assert services.fleet_reap().terminated == []
+
+
+def test_the_reaper_never_touches_another_deployments_instances(ec2, settings):
+    """Staging and production in one account: each reaps only its own ElephantDeployment."""
+    ended = make_meeting(status=MeetingStatus.TERMINATED)
+    staging = run_tagged(ec2, {"Project": "Elephant", "MeetingID": ended.pk, "Role": "teacher"}, deployment="staging")
+    old_style = run_tagged(ec2, {"Project": "Elephant", "MeetingID": ended.pk, "Role": "teacher"}, deployment=None)
+    ours = run_tagged(ec2, {"Project": "Elephant", "MeetingID": ended.pk, "Role": "student"})
+    assert services.fleet_reap().terminated == [ours]
+    assert live_ids(ec2) == {staging, old_style}
+    settings.ELEPHANT_DEPLOYMENT = "staging"
+    assert services.fleet_reap().terminated == [staging]
+
+
+def test_the_watchdog_leaves_another_deployments_instance_alone(ec2):
+    """A host row pointing at another deployment's instance (a restored or shared database) is not acted on."""
+    meeting = make_meeting(status=MeetingStatus.LAUNCHED, meet_time=timezone.now())
+    theirs = run_tagged(ec2, {"Project": "Elephant", "MeetingID": meeting.pk, "Role": "teacher"}, deployment="staging")
+    ec2.terminate_instances(InstanceIds=[theirs])
+    host = Host.objects.create(meeting=meeting, role="teacher", instance_id=theirs, state=HostState.BOOTING)
+    result = services.fleet_watchdog_sweep()
+    assert (result.lost, result.running) == ([], [])
+    host.refresh_from_db()
+    assert host.state == HostState.BOOTING
 
 
 def test_reaper_spares_a_fresh_untracked_instance_of_an_active_meeting_but_not_an_old_one(ec2, settings):

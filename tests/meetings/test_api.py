@@ -87,6 +87,7 @@ def test_create_returns_the_meeting_with_absolute_links(api, key, settings):
         "student_link": body["student_link"],
         "room_url": f"https://elephant.example.com/room/{meeting.id}",
         "termination_reason": None,
+        "series": None,
     }
     assert body["student_link"].startswith(f"https://elephant.example.com/join/{meeting.id}/student?t=")
     assert body["student_link"] != body["teacher_link"].replace("teacher", "student")
@@ -387,7 +388,7 @@ def test_other_methods_are_405_json(api):
     collection = api.client.get(URL, headers=api.headers)
     detail = api.client.put(f"{URL}/{'a' * 16}", data="{}", headers=api.headers)
     assert (collection.status_code, collection["Allow"]) == (405, "POST, OPTIONS")
-    assert (detail.status_code, detail["Allow"]) == (405, "GET, DELETE, OPTIONS")
+    assert (detail.status_code, detail["Allow"]) == (405, "GET, PATCH, DELETE, OPTIONS")
     assert detail.json()["error"]
 
 

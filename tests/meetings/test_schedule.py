@@ -25,6 +25,7 @@ VALID = {
     "meet_time": NOW + timedelta(hours=3),
     "time_zone": "Europe/Berlin",
     "duration_minutes": 60,
+    "desktop_profile": "",
 }
 
 

@@ -10,6 +10,7 @@ import time_machine
 from django.core.management import call_command
 
 from fleet.models import HostState
+from meetings.links import desktop_room_link
 from meetings.models import MeetingStatus
 from meetings.services import meeting_record_change
 from mirror import dynamo
@@ -65,7 +66,8 @@ def test_exact_item_at_each_status(ddb, status):
         "meet_time": {"S": "2026-11-21T15:00:00Z"},
         "created_at": {"S": "2026-11-21T14:00:07Z"},
         "status": {"S": status},
-        "jitsi_url": {"S": "https://elephant.example.com/room/abcdefgh12345678"},
+        # The room link with its own credential: this meeting only, until its hard stop (meetings.tokens).
+        "jitsi_url": {"S": desktop_room_link(meeting)},
         "version": {"N": "1"},
     }
     if REASON_AT.get(status):
@@ -129,7 +131,7 @@ def test_agent_scan_finds_its_meeting(ddb):
         )["Items"]
         assert [item["id"]["S"] for item in found] == [mine.id]
         assert found[0][f"{role}_ec2_id"]["S"] == instance_id
-        assert found[0]["jitsi_url"]["S"] == f"https://elephant.example.com/room/{mine.id}"
+        assert found[0]["jitsi_url"]["S"].startswith(f"https://elephant.example.com/room/{mine.id}?k=")
         assert found[0][f"{role}_ec2_link"]["S"].startswith(f"https://{instance_id}.")
 
 

@@ -182,7 +182,9 @@ def test_outage_joins_keep_working_and_the_mirror_catches_up(ddb, client):
         response = client.get(f"/join/{meeting.id}/teacher?t={token}", HTTP_ACCEPT="application/json")
         assert response.status_code == 200 and "dcv_url" in response.json()
         # The teacher reaches the desktop: DCV's authentication starts the session, DynamoDB or not.
-        auth_token = parse_qs(urlsplit(response.json()["dcv_url"]).query)["authToken"][0]
+        desktop = urlsplit(response.json()["dcv_url"])  # the desktop link redirects with a fresh token
+        dcv_url = client.get(f"{desktop.path}?{desktop.query}")["Location"]
+        auth_token = parse_qs(urlsplit(dcv_url).query)["authToken"][0]
         instance_id = meeting.hosts.get(role="teacher").instance_id
         signed_in = client.post(f"/dcv/auth/{instance_id}", {"authenticationToken": auth_token})
         assert signed_in.content.startswith(b'<auth result="yes">')

@@ -1,0 +1,66 @@
+"""Desktop profiles at launch: which profile a meeting's host uses, and the launch it makes.
+
+A meeting names its profile by name (``Meeting.desktop_profile``; blank: the default). A blank field of the
+profile is the ``ELEPHANT_*`` setting of the same name, so the seeded default follows today's settings.
+"""
+
+from django.conf import settings
+
+from fleet import aws
+from fleet.models import DesktopOs, DesktopProfile
+from fleet.userdata import UserDataError, host_user_data
+
+
+def desktop_profile_choices() -> list[tuple[str, str]]:
+    """The profiles teachers and the API may name, the default first (``meetings.schedule`` asks this)."""
+    return [(profile.name, str(profile)) for profile in DesktopProfile.objects.filter(is_active=True)]
+
+
+def builtin_default_profile() -> DesktopProfile:
+    """What the seeded default is (fleet migration 0005), when staff deleted it or no row was ever made:
+    today's settings, Windows, IMDSv1 allowed (the agents in today's images read metadata without a token)."""
+    return DesktopProfile(name="default", os=DesktopOs.WINDOWS, allows_imdsv1=True, is_default=True)
+
+
+def desktop_profile_resolve(name: str) -> DesktopProfile:
+    """The profile a meeting named (blank: the default); ``AwsConfigError`` when the named one is gone."""
+    if not name:
+        return DesktopProfile.objects.default() or builtin_default_profile()
+    profile = DesktopProfile.objects.filter(name=name).first()
+    if profile is None:
+        raise aws.AwsConfigError(
+            f"the desktop profile {name!r} does not exist; define it in the staff console",
+            code="DesktopProfile",
+            operation="Launch",
+        )
+    return profile
+
+
+def launch_spec(*, profile: DesktopProfile, meeting_id: str, role: str) -> aws.LaunchSpec:
+    try:
+        user_data = host_user_data(
+            os=profile.os, meeting_id=meeting_id, role=role, dcv_username=settings.ELEPHANT_DCV_USERNAME or role
+        )
+    except UserDataError as exc:
+        raise aws.AwsConfigError(f"the boot script cannot be made: {exc}", code="UserData", operation="Launch") from exc
+    overrides = {
+        "image_id": profile.ami_id,
+        "instance_types": tuple(profile.instance_type_list),
+        "subnet_ids": tuple(profile.subnet_id_list),
+        "security_group_ids": tuple(profile.security_group_id_list),
+        "instance_profile": profile.instance_profile,
+        "volume_size_gb": profile.volume_size_gb,
+    }
+    return aws.LaunchSpec.from_settings(
+        **{name: value for name, value in overrides.items() if value},
+        launch_template=profile.launch_template,
+        launch_template_version=profile.launch_template_version,
+        http_tokens="optional" if profile.allows_imdsv1 else "required",
+        user_data=user_data,
+    )
+
+
+def host_launch_spec(*, host) -> aws.LaunchSpec:
+    """The launch of ``host``: its meeting's profile, with this host's boot script."""
+    profile = desktop_profile_resolve(host.meeting.desktop_profile)
+    return launch_spec(profile=profile, meeting_id=host.meeting_id, role=host.role)
