@@ -10,9 +10,12 @@ from collections.abc import Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from meetings.apikeys import api_key_issue, api_key_set_active
 from meetings.models import ApiKey, Meeting, MeetingEvent, UsagePlan
+from meetings.recordings import meeting_recordings
 from meetings.schedule import SCHEDULE_FIELDS, schedule_clean
 from meetings.services import meeting_cancel
 
@@ -126,12 +129,24 @@ class MeetingAdmin(admin.ModelAdmin):
             {"fields": ("created_at", "launched_at", "healthy_at", "started_at", "ended_at", "updated_at")},
         ),
         # What the mirror last wrote and its retries: the "DynamoDB mirror" part (mirror.admin).
-        ("Agents", {"fields": ("teacher_session_data", "student_session_data", "version")}),
+        ("Agents", {"fields": ("teacher_session_data", "student_session_data", "recordings", "version")}),
     )
     # Everything shown is read-only except the participants and the schedule (see get_readonly_fields).
     readonly_fields = tuple(
         name for _, options in fieldsets for name in options["fields"] if name not in EDITABLE_FIELDS
     )
+
+    @admin.display(description="Recordings")
+    def recordings(self, obj: Meeting):
+        """Short-lived presigned links to what the agents uploaded, minted as the page opens."""
+        found = meeting_recordings(obj)
+        if not found:
+            return "No recording"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {}",
+            ((r.label, format_html('<a href="{}">download</a>', r.url) if r.url else r.problem) for r in found),
+        )
 
     @admin.display(description="Local meet time", ordering="meet_time")
     def local_meet_time_display(self, obj: Meeting) -> str:

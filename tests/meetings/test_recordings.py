@@ -61,3 +61,23 @@ def test_the_page_mints_a_link_for_the_teacher_only(client, settings, monkeypatc
     client.force_login(other)
     assert client.get(f"/meetings/{meeting.id}").status_code == 404
     aws.aws_clients_reset()
+
+
+@pytest.mark.django_db
+def test_the_admin_page_mints_a_link_when_staff_open_it(client, settings, monkeypatch):
+    from elephant import aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings.AWS_ENDPOINT_URL = None
+    aws.aws_clients_reset()
+    staff = get_user_model().objects.create_superuser("sam", password="pw-sam-12345")
+    meeting = make_meeting(status=MeetingStatus.TERMINATED)
+    client.force_login(staff)
+    url = f"/admin/meetings/meeting/{meeting.id}/change/"
+    assert "No recording" in client.get(url).content.decode()
+    meeting.student_session_data = "s3://rec/m1/student.webm"
+    meeting.save()
+    first = client.get(url).content.decode()
+    assert "Student&#x27;s desktop: <a href=" in first and "X-Amz-Signature" in first
+    aws.aws_clients_reset()
