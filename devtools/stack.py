@@ -12,6 +12,7 @@ The end-to-end tests start the same stack through ``Stack`` so they run what a n
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -247,6 +248,9 @@ class Stack:
         self.start_local_aws()
         self.prepare()
         self.start_services()
+        # What this stack set, for commands run against it from another terminal (--manage).
+        own = {k: v for k, v in self.env.items() if os.environ.get(k) != v}
+        (self.workdir / "stack.env").write_text(json.dumps(own, indent=1), encoding="utf-8")
         return self
 
     def stop(self) -> None:
@@ -272,7 +276,18 @@ class Stack:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the whole Elephant system locally.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("ELEPHANT_PORT", "8000")))
+    parser.add_argument(
+        "--manage",
+        nargs=argparse.REMAINDER,
+        help="run a manage.py command against the running `make run` (e.g. --manage demo_recording <meeting id>)",
+    )
     args = parser.parse_args()
+    if args.manage:
+        saved = BASE_DIR / "var" / "stack.env"
+        if not saved.exists():
+            parser.error("no running stack: start `make run` first")
+        env = {**os.environ, **json.loads(saved.read_text(encoding="utf-8"))}
+        raise SystemExit(subprocess.call([PYTHON, "manage.py", *args.manage], cwd=BASE_DIR, env=env))
     stack = Stack(web_port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

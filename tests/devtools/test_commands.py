@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from devtools.stack import BIN, free_port, wait_for_port
 from elephant import aws
+from tests.mirror.dynamo_support import ddb  # noqa: F401  the fixture
 
 REGION = "us-west-2"
 
@@ -79,3 +80,35 @@ def test_fleet_local_setup_prints_nothing_the_settings_already_name(moto, settin
     settings.ELEPHANT_AMI_ID = "ami-12345678"
     settings.ELEPHANT_DNS_ZONE_ID = "Z0000"
     assert run("fleet_local_setup") == ""
+
+
+@pytest.mark.usefixtures("ddb")
+def test_demo_recording_plays_the_agents_and_the_page_offers_the_download(client):
+    """`manage.py demo_recording <id>` uploads to the local bucket and writes the address where the
+    agents write it; the mirror's pull stores it and the meeting page mints a link that downloads it."""
+    import requests
+
+    from devtools.stack import RECORDINGS_BUCKET
+    from meetings.models import MeetingStatus
+    from mirror.services import mirror_pull
+    from tests.factories import make_meeting
+    from tests.mirror.dynamo_support import mirrored
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    aws.aws_clients_reset()
+    aws.aws_client("s3").create_bucket(
+        Bucket=RECORDINGS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    teacher = get_user_model().objects.create_user("tina", password="pw-tina-123")
+    meeting = mirrored(make_meeting(teacher=teacher, status=MeetingStatus.IN_PROGRESS))
+    with pytest.raises(CommandError, match="no meeting"):
+        run("demo_recording", "zzzzzzzzzzzzzzzz")
+    assert "student: s3://elephant-recordings/" in run("demo_recording", meeting.id, "--role", "student")
+    assert mirror_pull().session_data == 1
+    meeting.refresh_from_db()
+    assert meeting.student_session_data == f"s3://{RECORDINGS_BUCKET}/{meeting.id}/student.txt"
+    client.force_login(teacher)
+    page = client.get(f"/meetings/{meeting.id}").content.decode()
+    link = page.split("Student&#x27;s desktop", 1)[0].rsplit('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert requests.get(link, timeout=10).content.startswith(b"Elephant demo recording")
+    aws.aws_clients_reset()

@@ -88,6 +88,9 @@ def wait_until(what: str, check, timeout: float, stack: Stack):
 
 def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, tmp_path):
     env = stack.env
+    # Commands from another terminal (python -m devtools.stack --manage ...) find this stack's settings.
+    saved = json.loads((tmp_path / "var" / "stack.env").read_text(encoding="utf-8"))
+    assert saved["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"] and saved["REDIS_URL"] == env["REDIS_URL"]
     key = subprocess.run(
         [PYTHON, "manage.py", "create_api_key", "e2e"],
         cwd=BASE_DIR,
