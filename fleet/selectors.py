@@ -78,8 +78,7 @@ _HEALTH_FIELDS = (
     "created_at",
     "agent_healthy_at",
     "meeting__status",
-    # The attestation (issue 10, item 2) where the model has it: fleet.services.health.host_attested.
-    *(["attested_at"] if any(f.name == "attested_at" for f in Host._meta.get_fields()) else []),
+    "attested_at",
 )
 
 

@@ -34,40 +34,32 @@ class HealthResult:
     meeting_ids: set[str] = field(default_factory=set)
 
 
-def host_attested(host: Host) -> bool | None:
-    """The hook for the host's attestation (issue 10, item 2): True once the host proved it is
-    configured (``Host.attested_at``), False while it has not, None where hosts do not attest yet
-    (the field is not in the model)."""
-    if not _ATTESTATION:
-        return None
+def host_attested(host: Host) -> bool:
+    """Whether the host proved it is configured (``Host.attested_at``, set by ``fleet.attest``)."""
     return host.attested_at is not None
-
-
-_ATTESTATION = any(f.name == "attested_at" for f in Host._meta.get_fields())
 
 
 def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> HealthResult:
     """Check hosts at once and record the outcome with bulk updates (a constant number of queries);
     returns the meetings to reconcile.
 
-    A host is healthy when its DCV endpoint answers (probes concurrent) and it is attested, or
-    hosts do not attest; EC2's status checks (which run about once a minute and start
-    "initializing") are then no gate. Only a host that answers but has not attested needs them
-    to pass (batched, 100 ids per call, asked only for those hosts). The agent's HEALTHY report
-    (through DynamoDB) counts alone.
+    A host is healthy when its DCV endpoint answers (probes concurrent) and it is attested; EC2's
+    status checks (which run about once a minute and start "initializing") are then no gate. Only a
+    host that answers but has not attested needs them to pass (batched, 100 ids per call, asked only
+    for those hosts). The agent's HEALTHY report (through DynamoDB) counts alone.
     """
     now = now or timezone.now()
     result = HealthResult()
     to_check = [h for h in hosts if h.state == HostState.DNS_WRITTEN]
     answered = probes.dcv_answers_many(h.dcv_link for h in to_check if h.dcv_link)
     dcv_ok = {h.pk: answered.get(h.dcv_link, False) for h in to_check}
-    need_checks = [h for h in to_check if dcv_ok[h.pk] and host_attested(h) is False and h.agent_healthy_at is None]
+    need_checks = [h for h in to_check if dcv_ok[h.pk] and not host_attested(h) and h.agent_healthy_at is None]
     status_ok = aws.instances_status_ok(h.instance_id for h in need_checks if h.instance_id) if need_checks else set()
     checked = {h.pk for h in need_checks}
     groups: dict[tuple[bool | None, bool], list[int]] = {}
     for host in to_check:
         ec2_ok = (host.instance_id in status_ok) if host.pk in checked else None
-        healthy = dcv_ok[host.pk] and (host_attested(host) is not False or ec2_ok)
+        healthy = dcv_ok[host.pk] and (host_attested(host) or ec2_ok)
         if healthy or host.agent_healthy_at is not None:
             result.healthy.append(host.pk)
         groups.setdefault((ec2_ok, dcv_ok[host.pk]), []).append(host.pk)
