@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from meetings.apikeys import api_key_issue, api_key_set_active
-from meetings.models import ApiKey, Meeting, MeetingEvent, UsagePlan
+from meetings.models import ApiKey, EventReason, Meeting, MeetingEvent, UsagePlan
 from meetings.recordings import meeting_recordings
 from meetings.schedule import SCHEDULE_FIELDS, schedule_clean
 from meetings.services import meeting_cancel
@@ -170,7 +170,7 @@ class MeetingAdmin(admin.ModelAdmin):
         if fields:
             meeting_record_change(
                 meeting=obj,
-                reason="STAFF_EDIT",
+                reason=EventReason.STAFF_EDIT,
                 detail=", ".join(sorted(fields)),
                 actor=staff_actor(request),
                 fields=fields,

@@ -150,9 +150,15 @@ def meeting_series_schedule(
             )
             detail = f"week {index} of {weeks}" if series else ""
             MeetingEvent.objects.create(
-                meeting=meeting, to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED", detail=detail, actor=actor
+                meeting=meeting,
+                to_status=MeetingStatus.SCHEDULED,
+                reason=EventReason.SCHEDULED,
+                detail=detail,
+                actor=actor,
             )
-            _announce(meeting_id=meeting.id, from_status="", to_status=MeetingStatus.SCHEDULED, reason="SCHEDULED")
+            _announce(
+                meeting_id=meeting.id, from_status="", to_status=MeetingStatus.SCHEDULED, reason=EventReason.SCHEDULED
+            )
             meetings.append(meeting)
     for meeting in meetings:
         logger.info("meeting %s scheduled for %s by %s", meeting.id, meeting.meet_time.isoformat(), actor)

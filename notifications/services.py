@@ -29,7 +29,7 @@ from django.utils import timezone
 from elephant.backoff import backoff_delay
 from meetings.ics import meeting_ics
 from meetings.links import participant_link, room_link
-from meetings.models import Meeting, MeetingStatus, Role
+from meetings.models import EventReason, Meeting, MeetingStatus, Role
 from notifications.models import MailKind, MailStatus, SentMail
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def mail_sync_on_change(sender, *, meeting_id: str, to_status: str = "", reason:
 
     Only a schedule, a reschedule or a cancel can owe mail at once (reminders are the sweep's): the
     fleet's transitions and the mirror's changes cost no query here."""
-    if to_status not in (MeetingStatus.SCHEDULED, MeetingStatus.CANCELLED) and reason != "RESCHEDULED":
+    if to_status not in (MeetingStatus.SCHEDULED, MeetingStatus.CANCELLED) and reason != EventReason.RESCHEDULED:
         return
     try:
         meeting_mail_sync(meeting_id=meeting_id)
