@@ -47,7 +47,9 @@ from sim_scenario import EPOCH, Scenario, ScenarioError, percentile, sessions  #
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/elephant_bench_sim"
 # Settings each policy runs with (every one a production setting, documented in docs/).
 POLICIES: dict[str, dict] = {
-    "fixed": {"ELEPHANT_LAUNCH_LEAD": 5},
+    "fixed": {"ELEPHANT_LAUNCH_POLICY": "fixed", "ELEPHANT_LAUNCH_LEAD": 5, "ELEPHANT_WARM_POOL": False},
+    "learned": {"ELEPHANT_LAUNCH_POLICY": "learned", "ELEPHANT_WARM_POOL": False},
+    "learned+pool": {"ELEPHANT_LAUNCH_POLICY": "learned", "ELEPHANT_WARM_POOL": True},
 }
 # Two subnets in two zones, as a production install spreads teacher and student.
 SUBNETS = {"subnet-0sim0000000000a": "us-west-2a", "subnet-0sim0000000000b": "us-west-2b"}
@@ -100,6 +102,7 @@ class Simulation:
         self.meeting_of: dict[int, str] = {}
         self.refused = 0
         self.ec2 = None
+        self._busy_until = None
 
     # --- the event queue -----------------------------------------------------------------------
     def at(self, moment, kind: str, payload=None) -> None:
@@ -116,6 +119,8 @@ class Simulation:
 
         import fleet.aws
         import fleet.probes
+        from fleet import planner
+        from fleet.models import DesktopProfile
         from meetings.signals import meeting_changed
 
         s = self.scenario
@@ -123,9 +128,12 @@ class Simulation:
             clock=self.clock,
             rng=random.Random(s.seed + 1),
             boot=s.cold_boot,
+            warm_boot=s.warm_boot,
             ice_probability=s.ice_probability,
             bucket_size=s.run_instances_burst,
             refill_per_second=s.run_instances_per_second,
+            start_bucket_size=s.start_instances_burst,
+            start_refill_per_second=s.start_instances_per_second,
             vcpu_quota=s.vcpu_quota,
             vcpus_per_instance=s.vcpus,
             seed=s.seed,
@@ -138,10 +146,18 @@ class Simulation:
             "ELEPHANT_AVAILABILITY_ZONES": [],
             "ELEPHANT_DNS_ZONE_ID": "",
             "ELEPHANT_DEPLOYMENT": "sim",
+            # The account's limits, as production reads them from settings (Service Quotas is not modelled).
+            "ELEPHANT_RUN_INSTANCES_PER_SECOND": s.run_instances_per_second,
+            "ELEPHANT_START_INSTANCES_PER_SECOND": s.start_instances_per_second,
+            "ELEPHANT_VCPU_QUOTA": {planner.quota_family(s.instance_type): s.vcpu_quota},
+            "ELEPHANT_SERVICE_QUOTAS": False,
+            "ELEPHANT_USD_PER_HOUR": s.usd_per_hour,
+            "ELEPHANT_STOPPED_USD_PER_HOUR": s.stopped_usd_per_hour,
             **POLICIES[self.policy],
         }
         for name, value in overrides.items():
             stack.enter_context(_setting(settings, name, value))
+        DesktopProfile.objects.filter(is_default=True).update(os=s.os)
         model = self.ec2
 
         def aws_client(service, **_):
@@ -238,23 +254,42 @@ class Simulation:
         )
 
     def attest_ready_hosts(self) -> None:
-        """Hosts whose boot finished report that they are configured (the simulator plays the host;
-        the signature check itself is not what is measured)."""
-        from fleet.models import Host, HostState
+        """Hosts (and warm-pool builds) whose boot finished report that they are configured, through
+        the same service the attestation view calls (the simulator plays the host; the signature
+        check itself is not what is measured)."""
+        from fleet.attest import instance_attested
+        from fleet.models import Host, HostState, PoolInstance, PoolState
 
-        waiting = Host.objects.filter(state__in=(HostState.RUNNING, HostState.DNS_WRITTEN), attested_at=None)
-        ready = [
-            pk for pk, instance_id in waiting.values_list("pk", "instance_id") if self.ec2.instance_ready(instance_id)
+        waiting = [
+            *Host.objects.filter(state__in=(HostState.RUNNING, HostState.DNS_WRITTEN), attested_at=None)
+            .exclude(instance_id="")
+            .values_list("instance_id", flat=True),
+            *PoolInstance.objects.filter(state=PoolState.BUILDING, attested_at=None)
+            .exclude(instance_id="")
+            .values_list("instance_id", flat=True),
         ]
-        if ready:
-            Host.objects.filter(pk__in=ready).update(attested_at=self.now)
+        for instance_id in waiting:
+            if self.ec2.instance_ready(instance_id):
+                instance_attested(instance_id=instance_id, now=self.now)
 
     def busy(self) -> bool:
+        """A meeting starts within ``HORIZON`` or is not finished, or a host instance is still live
+        (a warm pool's stopped instances alone do not keep the clock ticking)."""
         from meetings.models import TERMINAL_STATUSES, Meeting
 
-        return Meeting.objects.exclude(status__in=TERMINAL_STATUSES).filter(
-            meet_time__lte=self.now + HORIZON
-        ).exists() or bool(self.ec2.live_instances())
+        if self._busy_until is not None and self.now < self._busy_until:
+            return True
+        upcoming = (
+            Meeting.objects.exclude(status__in=TERMINAL_STATUSES)
+            .order_by("meet_time")
+            .values_list("meet_time", flat=True)
+            .first()
+        )
+        if upcoming is not None and upcoming <= self.now + HORIZON:
+            # Nothing changes that answer for the next minute but a booking, which only makes it busier.
+            self._busy_until = self.now + timedelta(minutes=1)
+            return True
+        return any("MeetingID" in i.tags for i in self.ec2.live_instances())
 
     def beat(self) -> list:
         from django_celery_beat.models import PeriodicTask
@@ -327,8 +362,8 @@ class Simulation:
 
     # --- figures ---------------------------------------------------------------------------------------
     def summary(self) -> dict:
-        from fleet.models import Host
-        from meetings.models import Meeting
+        from fleet.models import Host, PoolInstance
+        from meetings.models import ACTIVE_STATUSES, Meeting
 
         meetings = {m.pk: m for m in Meeting.objects.filter(pk__in=self.meeting_of.values())}
         current: dict[str, dict[str, Host]] = {}
@@ -346,8 +381,17 @@ class Simulation:
                 ready_at = meeting.updated_at  # never both ready: waited until it ended
             ready += len(times) == 2 and all(times) and ready_at <= session.meet_time
             waits.append(max(0.0, (ready_at - session.meet_time).total_seconds()))
-        billed = sum(i.billed_seconds(self.end) for i in self.ec2.instances.values())
+        running = sum(i.running_seconds(self.end) for i in self.ec2.instances.values())
+        stopped = sum(i.stopped_seconds(self.end) for i in self.ec2.instances.values())
+        usd = (running * self.scenario.usd_per_hour + stopped * self.scenario.stopped_usd_per_hour) / 3600
+        # Stopped-volume time counts as instance time at its price's share of a running hour.
+        billed = running + stopped * self.scenario.stopped_usd_per_hour / self.scenario.usd_per_hour
         ideal = sum(2 * s.duration_minutes * 60 for s in held)
+        pooled = set(PoolInstance.objects.held().exclude(instance_id="").values_list("instance_id", flat=True))
+        active = set(
+            Host.objects.filter(meeting__status__in=ACTIVE_STATUSES).exclude(instance_id="").values_list("instance_id", flat=True)
+        )
+        leaked = [i for i in self.ec2.live_instances() if i.instance_id not in pooled and i.instance_id not in active]
         reasons = Counter(m.termination_reason or m.status for m in meetings.values())
         return {
             "policy": self.policy,
@@ -357,14 +401,16 @@ class Simulation:
             "wait_p95_s": round(percentile(waits, 0.95), 1),
             "wait_max_s": round(max(waits, default=0.0), 1),
             "overhead_ratio": round((billed - ideal) / ideal, 4) if ideal else 0.0,
-            "usd": round(billed / 3600 * self.scenario.usd_per_hour, 2),
-            "leaked_instances": len(self.ec2.live_instances()),
+            "usd": round(usd, 2),
+            "leaked_instances": len(leaked),
             "throttled_calls": self.ec2.throttled_calls,
             "refused_at_booking": self.refused,
             "_reasons": dict(reasons),
             "_aws_calls": dict(self.ec2.calls),
             "_capacity_errors": self.ec2.capacity_errors,
             "_task_failures": dict(self.task_failures),
+            "_pool_held_at_end": len(pooled),
+            "_warm_hosts": Host.objects.filter(meeting_id__in=meetings, warm_start=True).count(),
         }
 
 
@@ -407,7 +453,7 @@ COLUMNS = [
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", required=True, help="scenario JSON file (bench/scenarios/*.json)")
-    parser.add_argument("--policies", default="fixed", help=f"comma-separated, of: {', '.join(POLICIES)}")
+    parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of: {', '.join(POLICIES)}")
     parser.add_argument("--database", default=os.environ.get("SIM_DATABASE_URL", DEFAULT_DATABASE))
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

@@ -8,18 +8,26 @@ without HTTP so a simulated week runs in minutes:
 - ClientToken idempotency: the same token and parameters answer the same instance (even
   terminated); the same token with other parameters is ``IdempotentParameterMismatch``;
 - capacity errors as EC2 sends them (``InsufficientInstanceCapacity``, HTTP 500): each pool
-  (instance type, zone) is out of capacity for a share ``ice_probability`` of 15-minute windows;
-- RunInstances / StartInstances throttled by a token bucket per account (the scenario's burst
-  and refill; ``RequestLimitExceeded``, HTTP 503), every refusal counted;
-- the vCPU quota of running instances (``VcpuLimitExceeded``);
+  (instance type, zone) is out of capacity for a share ``ice_probability`` of 15-minute windows,
+  for RunInstances and StartInstances alike (a stopped instance starts in its own zone or not at all);
+- RunInstances and StartInstances throttled by a resource token bucket each, per account, one
+  token per instance (``RequestLimitExceeded``, HTTP 503), every refusal counted;
+- the vCPU quota of running instances (``VcpuLimitExceeded``); a stopping or stopped instance
+  holds none;
 - boot: ``pending`` for up to 30 s, then ``running`` with a public address; DCV answers (and
   the host attests) ``boot_seconds`` after the launch, drawn from the scenario;
-- status checks ``initializing`` for the first two minutes, then ``ok``.
+- warm pools: StopInstances takes a running instance through ``stopping`` (30 s) to ``stopped``
+  and releases its public address; StartInstances boots it again: a new public address, a new
+  LaunchTime, DCV after a warm boot (``warm_boot``). Either call on an instance already where it
+  asks is a no-op success, as on EC2; any other state is ``IncorrectInstanceState``;
+- status checks ``initializing`` for the first two minutes after each launch or start, then ``ok``.
 
-Billing: an instance bills from its launch to its termination (EBS of a stopped instance at the
-stopped price).
+Billing: an instance runs (and bills at the running price) from each launch or start to the next
+stop or its termination; it is stopped (its volume billing) from each stop to the next start or
+its termination.
 """
 
+import heapq
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -29,8 +37,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 PENDING_SECONDS = 30
+STOPPING_SECONDS = 30
+SHUTTING_DOWN_SECONDS = 5
 STATUS_INITIALIZING_SECONDS = 120
 ICE_WINDOW = timedelta(minutes=15)
+# EC2 forgets a terminated instance about an hour after its termination.
+FORGET_TERMINATED = timedelta(hours=1)
 
 
 def client_error(operation: str, code: str, message: str, status: int = 400) -> ClientError:
@@ -39,31 +51,95 @@ def client_error(operation: str, code: str, message: str, status: int = 400) -> 
     )
 
 
+def _seconds(start: datetime, end: datetime | None, until: datetime) -> float:
+    """The seconds of [start, end) before ``until`` (an open interval runs on)."""
+    stop = until if end is None else min(end, until)
+    return max(0.0, (stop - start).total_seconds())
+
+
+@dataclass
+class TokenBucket:
+    """One of EC2's resource token buckets: ``size`` tokens, ``refill_per_second`` back, one per instance."""
+
+    size: float
+    refill_per_second: float
+    level: float | None = None
+    at: datetime | None = None
+
+    def take(self, now: datetime, count: int = 1) -> bool:
+        if self.level is None:
+            self.level, self.at = self.size, now
+        self.level = min(self.size, self.level + (now - self.at).total_seconds() * self.refill_per_second)
+        self.at = now
+        if self.level < count:
+            return False
+        self.level -= count
+        return True
+
+
 @dataclass
 class ModelInstance:
     instance_id: str
     instance_type: str
     availability_zone: str
     tags: dict[str, str]
-    launched_at: datetime
-    boot_seconds: float
+    launched_at: datetime  # EC2's LaunchTime: the last launch or start
+    boot_seconds: float  # of the current boot: cold after the launch, warm after a start
     vcpus: int
-    public_address: str
+    public_address: str | None
+    stopped_at: datetime | None = None  # when the current stop began (stopping, then stopped)
     terminated_at: datetime | None = None
+    shutting_down_seconds: float = SHUTTING_DOWN_SECONDS
+    past_runs: list[tuple[datetime, datetime]] = field(default_factory=list)
+    past_stops: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def state(self, now: datetime) -> str:
         if self.terminated_at is not None:
-            return "terminated" if now >= self.terminated_at + timedelta(seconds=5) else "shutting-down"
+            gone = now >= self.terminated_at + timedelta(seconds=self.shutting_down_seconds)
+            return "terminated" if gone else "shutting-down"
+        if self.stopped_at is not None:
+            return "stopping" if now < self.stopped_at + timedelta(seconds=STOPPING_SECONDS) else "stopped"
         if now < self.launched_at + timedelta(seconds=min(PENDING_SECONDS, self.boot_seconds)):
             return "pending"
         return "running"
 
+    @property
+    def holds_vcpus(self) -> bool:
+        """Pending and running instances count against the running vCPU quota; stopping ones no longer."""
+        return self.terminated_at is None and self.stopped_at is None
+
     def ready(self, now: datetime) -> bool:
-        return self.terminated_at is None and now >= self.launched_at + timedelta(seconds=self.boot_seconds)
+        return self.holds_vcpus and now >= self.launched_at + timedelta(seconds=self.boot_seconds)
+
+    def stop(self, now: datetime) -> None:
+        self.past_runs.append((self.launched_at, now))
+        self.stopped_at, self.public_address = now, None
+
+    def start(self, now: datetime, *, boot_seconds: float, public_address: str) -> None:
+        self.past_stops.append((self.stopped_at, now))
+        self.stopped_at = None
+        self.launched_at, self.boot_seconds, self.public_address = now, boot_seconds, public_address
+
+    def terminate(self, now: datetime) -> None:
+        if self.state(now) == "stopped":
+            self.shutting_down_seconds = 0  # nothing left to shut down
+        self.terminated_at, self.public_address = now, None
+
+    def running_seconds(self, until: datetime) -> float:
+        seconds = sum(_seconds(start, end, until) for start, end in self.past_runs)
+        if self.stopped_at is None:
+            seconds += _seconds(self.launched_at, self.terminated_at, until)
+        return seconds
+
+    def stopped_seconds(self, until: datetime) -> float:
+        seconds = sum(_seconds(start, end, until) for start, end in self.past_stops)
+        if self.stopped_at is not None:
+            seconds += _seconds(self.stopped_at, self.terminated_at, until)
+        return seconds
 
     def billed_seconds(self, until: datetime) -> float:
-        end = min(self.terminated_at or until, until)
-        return max(0.0, (end - self.launched_at).total_seconds())
+        """Seconds at the running price (a stopped instance bills only its volume)."""
+        return self.running_seconds(until)
 
 
 @dataclass
@@ -71,9 +147,12 @@ class Ec2Model:
     clock: Any  # () -> datetime, the simulator's virtual now
     rng: random.Random
     boot: Any  # distribution with .draw(rng)
+    warm_boot: Any = None  # distribution of a start's boot; None: the same as ``boot``
     ice_probability: float = 0.0
     bucket_size: float = 1000
     refill_per_second: float = 2
+    start_bucket_size: float = 1000
+    start_refill_per_second: float = 2
     vcpu_quota: int = 10**9
     vcpus_per_instance: int = 4
     region: str = "us-west-2"
@@ -84,9 +163,19 @@ class Ec2Model:
     throttled_calls: int = 0
     capacity_errors: int = 0
     calls: dict[str, int] = field(default_factory=dict)
-    _bucket: float | None = None
-    _bucket_at: datetime | None = None
+    _run_bucket: TokenBucket = field(init=False)
+    _start_bucket: TokenBucket = field(init=False)
+    _running_vcpus: int = 0
+    # Kept as the calls change them, so no call scans every instance ever launched.
+    _live: dict[str, ModelInstance] = field(default_factory=dict)
+    _visible: dict[str, ModelInstance] = field(default_factory=dict)
+    _forget: list[tuple[datetime, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _addresses: Any = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self._run_bucket = TokenBucket(self.bucket_size, self.refill_per_second)
+        self._start_bucket = TokenBucket(self.start_bucket_size, self.start_refill_per_second)
 
     # --- the parts a boto3 client has that the fleet touches -------------------------------------
     class _Events:
@@ -109,18 +198,6 @@ class Ec2Model:
         self.calls[operation] = self.calls.get(operation, 0) + 1
 
     # --- limits --------------------------------------------------------------------------------------
-    def _take_token(self) -> bool:
-        now = self.clock()
-        if self._bucket is None:
-            self._bucket, self._bucket_at = self.bucket_size, now
-        elapsed = (now - self._bucket_at).total_seconds()
-        self._bucket = min(self.bucket_size, self._bucket + elapsed * self.refill_per_second)
-        self._bucket_at = now
-        if self._bucket < 1:
-            return False
-        self._bucket -= 1
-        return True
-
     def _zone(self, params: dict) -> str:
         subnet = params.get("SubnetId") or (params.get("NetworkInterfaces") or [{}])[0].get("SubnetId", "")
         if subnet:
@@ -135,7 +212,39 @@ class Ec2Model:
         return draw < self.ice_probability
 
     def running_vcpus(self) -> int:
-        return sum(i.vcpus for i in self.instances.values() if i.terminated_at is None)
+        return self._running_vcpus
+
+    def _no_capacity(self, operation: str, instance_type: str, zone: str) -> ClientError:
+        self.capacity_errors += 1
+        return client_error(
+            operation,
+            "InsufficientInstanceCapacity",
+            f"We currently do not have sufficient {instance_type} capacity in the Availability Zone "
+            f"you requested ({zone}).",
+            500,
+        )
+
+    def _known(self, operation: str, instance_ids) -> list[ModelInstance]:
+        """The instances named, each once; the whole call fails if EC2 knows any of them not."""
+        unknown = [i for i in instance_ids if i not in self.instances]
+        if unknown:
+            if len(unknown) == 1:
+                message = f"The instance ID '{unknown[0]}' does not exist"
+            else:
+                message = f"The instance IDs '{', '.join(unknown)}' do not exist"
+            raise client_error(operation, "InvalidInstanceID.NotFound", message)
+        return [self.instances[i] for i in dict.fromkeys(instance_ids)]
+
+    @staticmethod
+    def _changes(instances: list[ModelInstance], previous: dict[str, str], now: datetime) -> list[dict]:
+        return [
+            {
+                "InstanceId": i.instance_id,
+                "PreviousState": {"Name": previous[i.instance_id]},
+                "CurrentState": {"Name": i.state(now)},
+            }
+            for i in instances
+        ]
 
     # --- EC2 API ------------------------------------------------------------------------------------
     def run_instances(self, **params) -> dict:
@@ -148,21 +257,15 @@ class Ec2Model:
             if earlier != bound:
                 raise client_error("RunInstances", "IdempotentParameterMismatch", "token reused with other parameters")
             return {"Instances": [self._describe_one(self.instances[instance_id], now)]}
-        if not self._take_token():
+        if not self._run_bucket.take(now):
             self.throttled_calls += 1
             raise client_error("RunInstances", "RequestLimitExceeded", "Request limit exceeded.", 503)
-        if self.out_of_capacity(params.get("InstanceType", ""), self._zone(params), now):
-            self.capacity_errors += 1
-            raise client_error(
-                "RunInstances",
-                "InsufficientInstanceCapacity",
-                f"We currently do not have sufficient {params.get('InstanceType')} capacity.",
-                500,
-            )
-        if self.running_vcpus() + self.vcpus_per_instance > self.vcpu_quota:
+        instance_type, zone = params.get("InstanceType", ""), self._zone(params)
+        if self.out_of_capacity(instance_type, zone, now):
+            raise self._no_capacity("RunInstances", instance_type, zone)
+        if self._running_vcpus + self.vcpus_per_instance > self.vcpu_quota:
             raise client_error("RunInstances", "VcpuLimitExceeded", "You have requested more vCPU capacity.")
         number = next(self._ids)
-        zone = self._zone(params)
         tags = {
             tag["Key"]: tag["Value"]
             for spec in params.get("TagSpecifications", [])
@@ -171,7 +274,7 @@ class Ec2Model:
         }
         instance = ModelInstance(
             instance_id=f"i-{number:017x}",
-            instance_type=params.get("InstanceType", ""),
+            instance_type=instance_type,
             availability_zone=zone,
             tags=tags,
             launched_at=now,
@@ -180,9 +283,63 @@ class Ec2Model:
             public_address=f"198.51.{(number >> 8) & 255}.{number & 255}",
         )
         self.instances[instance.instance_id] = instance
+        self._live[instance.instance_id] = instance
+        self._visible[instance.instance_id] = instance
+        self._running_vcpus += instance.vcpus
         if token:
             self.tokens[token] = (bound, instance.instance_id)
         return {"Instances": [self._describe_one(instance, now)]}
+
+    def stop_instances(self, InstanceIds=(), **_) -> dict:  # noqa: N803  boto3's names
+        self._count("StopInstances")
+        now = self.clock()
+        instances = self._known("StopInstances", InstanceIds)
+        previous = {i.instance_id: i.state(now) for i in instances}
+        for instance in instances:
+            if instance.terminated_at is not None:
+                raise client_error(
+                    "StopInstances",
+                    "IncorrectInstanceState",
+                    f"This instance '{instance.instance_id}' is not in a state from which it can be stopped.",
+                )
+        for instance in instances:
+            if instance.holds_vcpus:
+                self._running_vcpus -= instance.vcpus
+                instance.stop(now)
+        return {"StoppingInstances": self._changes(instances, previous, now)}
+
+    def start_instances(self, InstanceIds=(), **_) -> dict:  # noqa: N803
+        self._count("StartInstances")
+        now = self.clock()
+        instances = self._known("StartInstances", InstanceIds)
+        previous = {i.instance_id: i.state(now) for i in instances}
+        for instance in instances:
+            if previous[instance.instance_id] not in ("stopped", "pending", "running"):
+                raise client_error(
+                    "StartInstances",
+                    "IncorrectInstanceState",
+                    f"The instance '{instance.instance_id}' is not in a state from which it can be started.",
+                )
+        # Pending and running instances are already where the call asks: nothing to do, no token.
+        starting = [i for i in instances if previous[i.instance_id] == "stopped"]
+        if starting:
+            if not self._start_bucket.take(now, len(starting)):
+                self.throttled_calls += 1
+                raise client_error("StartInstances", "RequestLimitExceeded", "Request limit exceeded.", 503)
+            for instance in starting:
+                if self.out_of_capacity(instance.instance_type, instance.availability_zone, now):
+                    raise self._no_capacity("StartInstances", instance.instance_type, instance.availability_zone)
+            if self._running_vcpus + sum(i.vcpus for i in starting) > self.vcpu_quota:
+                raise client_error("StartInstances", "VcpuLimitExceeded", "You have requested more vCPU capacity.")
+        for instance in starting:
+            number = next(self._addresses)
+            instance.start(
+                now,
+                boot_seconds=(self.warm_boot or self.boot).draw(self.rng),
+                public_address=f"198.{18 + ((number >> 16) & 1)}.{(number >> 8) & 255}.{number & 255}",
+            )
+            self._running_vcpus += instance.vcpus
+        return {"StartingInstances": self._changes(instances, previous, now)}
 
     def _describe_one(self, instance: ModelInstance, now: datetime) -> dict:
         state = instance.state(now)
@@ -213,22 +370,15 @@ class Ec2Model:
                     return False
         return True
 
-    def _visible(self, now: datetime):
-        # EC2 forgets a terminated instance about an hour after its termination.
-        for instance in self.instances.values():
-            if instance.terminated_at is None or now - instance.terminated_at < timedelta(hours=1):
-                yield instance
+    def _visible_now(self, now: datetime) -> list[ModelInstance]:
+        while self._forget and now - self._forget[0][0] >= FORGET_TERMINATED:
+            self._visible.pop(heapq.heappop(self._forget)[1], None)
+        return list(self._visible.values())
 
-    def describe_instances(self, InstanceIds=None, Filters=None, **_) -> dict:  # noqa: N803  boto3's names
+    def describe_instances(self, InstanceIds=None, Filters=None, **_) -> dict:  # noqa: N803
         self._count("DescribeInstances")
         now = self.clock()
-        if InstanceIds:
-            unknown = [i for i in InstanceIds if i not in self.instances]
-            if unknown:
-                raise client_error("DescribeInstances", "InvalidInstanceID.NotFound", f"'{unknown[0]}' does not exist")
-            found = [self.instances[i] for i in InstanceIds]
-        else:
-            found = list(self._visible(now))
+        found = self._known("DescribeInstances", InstanceIds) if InstanceIds else self._visible_now(now)
         found = [i for i in found if self._matches(i, Filters or [], now)]
         return {"Reservations": [{"Instances": [self._describe_one(i, now) for i in found]}] if found else []}
 
@@ -236,20 +386,18 @@ class Ec2Model:
         self._count("DescribeInstanceStatus")
         now = self.clock()
         statuses = []
-        for instance_id in InstanceIds or []:
-            instance = self.instances.get(instance_id)
-            if instance is None:
-                raise client_error(
-                    "DescribeInstanceStatus", "InvalidInstanceID.NotFound", f"'{instance_id}' does not exist"
-                )
+        for instance in self._known("DescribeInstanceStatus", InstanceIds or []):
             state = instance.state(now)
             if state != "running" and not IncludeAllInstances:
                 continue
-            young = now < instance.launched_at + timedelta(seconds=STATUS_INITIALIZING_SECONDS)
-            check = {"Status": "initializing" if young else "ok"}
+            if state not in ("pending", "running"):
+                check = {"Status": "not-applicable"}
+            else:
+                young = now < instance.launched_at + timedelta(seconds=STATUS_INITIALIZING_SECONDS)
+                check = {"Status": "initializing" if young else "ok"}
             statuses.append(
                 {
-                    "InstanceId": instance_id,
+                    "InstanceId": instance.instance_id,
                     "InstanceState": {"Name": state},
                     "InstanceStatus": check,
                     "SystemStatus": check,
@@ -260,24 +408,16 @@ class Ec2Model:
     def terminate_instances(self, InstanceIds=(), **_) -> dict:  # noqa: N803
         self._count("TerminateInstances")
         now = self.clock()
-        changes = []
-        for instance_id in InstanceIds:
-            instance = self.instances.get(instance_id)
-            if instance is None:
-                raise client_error(
-                    "TerminateInstances", "InvalidInstanceID.NotFound", f"'{instance_id}' does not exist"
-                )
-            previous = instance.state(now)
+        instances = self._known("TerminateInstances", InstanceIds)
+        previous = {i.instance_id: i.state(now) for i in instances}
+        for instance in instances:
             if instance.terminated_at is None:
-                instance.terminated_at = now
-            changes.append(
-                {
-                    "InstanceId": instance_id,
-                    "PreviousState": {"Name": previous},
-                    "CurrentState": {"Name": instance.state(now)},
-                }
-            )
-        return {"TerminatingInstances": changes}
+                if instance.holds_vcpus:
+                    self._running_vcpus -= instance.vcpus
+                instance.terminate(now)
+                del self._live[instance.instance_id]
+                heapq.heappush(self._forget, (now, instance.instance_id))
+        return {"TerminatingInstances": self._changes(instances, previous, now)}
 
     def describe_images(self, ImageIds=(), **_) -> dict:  # noqa: N803
         self._count("DescribeImages")
@@ -290,10 +430,26 @@ class Ec2Model:
                 self.instances[instance_id].tags.update({t["Key"]: t["Value"] for t in Tags})
         return {}
 
+    def delete_tags(self, Resources=(), Tags=None, **_) -> dict:  # noqa: N803
+        """As EC2: a tag given with a value goes only if it has that value; no ``Tags`` removes them all."""
+        self._count("DeleteTags")
+        for instance_id in Resources:
+            instance = self.instances.get(instance_id)
+            if instance is None:
+                continue
+            if Tags is None:
+                instance.tags.clear()
+                continue
+            for tag in Tags:
+                if "Value" not in tag or instance.tags.get(tag["Key"]) == tag["Value"]:
+                    instance.tags.pop(tag["Key"], None)
+        return {}
+
     # --- what the simulator asks ----------------------------------------------------------------------
     def instance_ready(self, instance_id: str) -> bool:
         instance = self.instances.get(instance_id)
         return instance is not None and instance.ready(self.clock())
 
     def live_instances(self) -> list[ModelInstance]:
-        return [i for i in self.instances.values() if i.terminated_at is None]
+        """Every instance not terminated, stopped ones included."""
+        return list(self._live.values())

@@ -12,6 +12,10 @@ A scenario file (extra keys allowed; every key below understood, defaults in ``D
      "limits": {"run_instances_burst": 1000, "run_instances_per_second": 2, "vcpu_quota": 2000},
      "instance": {"type": "g4dn.xlarge", "vcpus": 4, "usd_per_hour": 0.71, "stopped_usd_per_hour": 0.01}}
 
+Also understood: ``limits.start_instances_burst`` / ``start_instances_per_second`` (StartInstances' own
+bucket; default 1000 and 2), ``instance.fallback_types`` (tried on capacity errors) and ``instance.os``
+(``windows``, the default, or ``linux``: the prior a new image starts from).
+
 A distribution is ``{"lognormal": {"median": m, "p95": p}}``, ``{"fixed": x}`` or
 ``{"uniform": [low, high]}``. Sessions are drawn from ``seed`` alone, so every policy of one run
 meets exactly the same week.
@@ -39,8 +43,14 @@ DEFAULTS = {
         "warm": {"lognormal": {"median": 75, "p95": 150}},
     },
     "capacity": {"ice_probability": 0.0},
-    "limits": {"run_instances_burst": 1000, "run_instances_per_second": 2, "vcpu_quota": 100_000},
-    "instance": {"type": "g4dn.xlarge", "vcpus": 4, "usd_per_hour": 0.71, "stopped_usd_per_hour": 0.01},
+    "limits": {
+        "run_instances_burst": 1000,
+        "run_instances_per_second": 2,
+        "start_instances_burst": 1000,
+        "start_instances_per_second": 2,
+        "vcpu_quota": 100_000,
+    },
+    "instance": {"type": "g4dn.xlarge", "vcpus": 4, "usd_per_hour": 0.71, "stopped_usd_per_hour": 0.01, "os": "windows"},
 }
 # The simulated week starts on a Monday at midnight UTC.
 EPOCH = datetime(2027, 3, 1, tzinfo=UTC)
@@ -114,11 +124,14 @@ class Scenario:
     ice_probability: float
     run_instances_burst: float
     run_instances_per_second: float
+    start_instances_burst: float
+    start_instances_per_second: float
     vcpu_quota: int
     instance_type: str
     vcpus: int
     usd_per_hour: float
     stopped_usd_per_hour: float
+    os: str  # the desktop profile's OS ("windows" or "linux"): which boot prior a new image starts from
 
     @classmethod
     def load(cls, path: str | Path) -> "Scenario":
@@ -159,11 +172,14 @@ class Scenario:
                 ice_probability=float(pick("capacity", "ice_probability")),
                 run_instances_burst=float(pick("limits", "run_instances_burst")),
                 run_instances_per_second=float(pick("limits", "run_instances_per_second")),
+                start_instances_burst=float(pick("limits", "start_instances_burst")),
+                start_instances_per_second=float(pick("limits", "start_instances_per_second")),
                 vcpu_quota=int(pick("limits", "vcpu_quota")),
                 instance_type=str(pick("instance", "type")),
                 vcpus=int(pick("instance", "vcpus")),
                 usd_per_hour=float(pick("instance", "usd_per_hour")),
                 stopped_usd_per_hour=float(pick("instance", "stopped_usd_per_hour")),
+                os=str(pick("instance", "os")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ScenarioError):

@@ -220,6 +220,57 @@ ELEPHANT_MAX_SCHEDULE_AHEAD_DAYS = env_int("ELEPHANT_MAX_SCHEDULE_AHEAD_DAYS", 3
 # The longest weekly series one scheduling may create (form "Repeat weekly", API "repeat": {"weekly": N}).
 ELEPHANT_MAX_SERIES_WEEKS = env_int("ELEPHANT_MAX_SERIES_WEEKS", 52)
 
+# Readiness (issue 11, docs/fleet.md "Ready at the minute the lesson starts").
+# "learned": each meeting's launch_at comes from the boot times its desktops have shown (fleet.readiness) and the
+# launch planner (fleet.planner), and the health timeout from the same distribution; "fixed": the serverless
+# design's meet_time - ELEPHANT_LAUNCH_LEAD and a fixed ELEPHANT_HEALTH_TIMEOUT.
+ELEPHANT_LAUNCH_POLICY = env_str("ELEPHANT_LAUNCH_POLICY", "learned")
+# The chance, per meeting, that both desktops are ready at meet_time.
+ELEPHANT_READY_TARGET = env_float("ELEPHANT_READY_TARGET", 0.99)
+# What a new (AMI, type, zone, cold/warm) starts from, as "median,p95" seconds per OS and start; worth
+# ELEPHANT_BOOT_PRIOR_WEIGHT boots. Boots ELEPHANT_BOOT_HALF_LIFE_DAYS old weigh half; older than
+# ELEPHANT_BOOT_HISTORY_DAYS are not read.
+ELEPHANT_BOOT_PRIOR = json.loads(
+    env_str(
+        "ELEPHANT_BOOT_PRIOR",
+        '{"windows": {"cold": [420, 1200], "warm": [90, 180]}, "linux": {"cold": [60, 180], "warm": [40, 90]}}',
+    )
+)
+ELEPHANT_BOOT_PRIOR_WEIGHT = env_float("ELEPHANT_BOOT_PRIOR_WEIGHT", 5.0)
+ELEPHANT_BOOT_HALF_LIFE_DAYS = env_float("ELEPHANT_BOOT_HALF_LIFE_DAYS", 14.0)
+ELEPHANT_BOOT_HISTORY_DAYS = env_int("ELEPHANT_BOOT_HISTORY_DAYS", 60)
+# A host not healthy by this quantile of its own boot distribution is replaced, within floor and cap (minutes);
+# the floor is ELEPHANT_HEALTH_TIMEOUT.
+ELEPHANT_HEALTH_TIMEOUT_QUANTILE = env_float("ELEPHANT_HEALTH_TIMEOUT_QUANTILE", 0.999)
+ELEPHANT_HEALTH_TIMEOUT_CAP = env_int("ELEPHANT_HEALTH_TIMEOUT_CAP", 60)
+# The planner (fleet.planner): no meeting launches more than this before meet_time (minutes); meetings up to
+# ELEPHANT_PLAN_HORIZON_HOURS ahead are planned together, every ELEPHANT_PLAN_SECONDS.
+ELEPHANT_MAX_LAUNCH_LEAD = env_int("ELEPHANT_MAX_LAUNCH_LEAD", 240)
+ELEPHANT_PLAN_HORIZON_HOURS = env_int("ELEPHANT_PLAN_HORIZON_HOURS", 24)
+ELEPHANT_PLAN_SECONDS = env_int("ELEPHANT_PLAN_SECONDS", 60)
+# The account's EC2 limits in this region: the RunInstances and StartInstances resource buckets (EC2 API
+# throttling: 1,000 instances, refilled at 2 a second, by default), the share of their refill the plan may
+# use (the rest stays free for replacements and late bookings), and the running-vCPU quota per instance
+# family as JSON {"g": 2000, ...} (Service Quotas' "Running On-Demand G and VT instances" and friends).
+# An empty quota is read from Service Quotas where it answers, and is otherwise unlimited.
+ELEPHANT_RUN_INSTANCES_PER_SECOND = env_float("ELEPHANT_RUN_INSTANCES_PER_SECOND", 2.0)
+ELEPHANT_START_INSTANCES_PER_SECOND = env_float("ELEPHANT_START_INSTANCES_PER_SECOND", 2.0)
+ELEPHANT_PLAN_BUCKET_SHARE = env_float("ELEPHANT_PLAN_BUCKET_SHARE", 0.8)
+ELEPHANT_VCPU_QUOTA = json.loads(env_str("ELEPHANT_VCPU_QUOTA", "{}"))
+ELEPHANT_SERVICE_QUOTAS = env_bool("ELEPHANT_SERVICE_QUOTAS", True)
+# The warm pool (fleet.pool): per desktop profile, stopped instances that booted fully once, started for a
+# meeting instead of a cold launch. Off by default. Sized to the hosts of the meetings starting within
+# ELEPHANT_WARM_POOL_HORIZON_HOURS plus ELEPHANT_WARM_POOL_SPARE, at most ELEPHANT_WARM_POOL_MAX per profile;
+# a stopped instance older than ELEPHANT_WARM_POOL_MAX_AGE_HOURS is replaced (AMI patches reach the pool).
+ELEPHANT_WARM_POOL = env_bool("ELEPHANT_WARM_POOL", False)
+ELEPHANT_WARM_POOL_HORIZON_HOURS = env_float("ELEPHANT_WARM_POOL_HORIZON_HOURS", 6.0)
+ELEPHANT_WARM_POOL_SPARE = env_int("ELEPHANT_WARM_POOL_SPARE", 2)
+ELEPHANT_WARM_POOL_MAX = env_int("ELEPHANT_WARM_POOL_MAX", 500)
+ELEPHANT_WARM_POOL_MAX_AGE_HOURS = env_float("ELEPHANT_WARM_POOL_MAX_AGE_HOURS", 72.0)
+# Prices the admin's cost figures use (USD per instance-hour running, and per hour a stopped instance's volume).
+ELEPHANT_USD_PER_HOUR = env_float("ELEPHANT_USD_PER_HOUR", 0.71)
+ELEPHANT_STOPPED_USD_PER_HOUR = env_float("ELEPHANT_STOPPED_USD_PER_HOUR", 0.01)
+
 # AWS (boto3). AWS_ENDPOINT_URL points every client at a local endpoint (moto server).
 AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-west-2"))
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL", "") or None

@@ -7,6 +7,8 @@ class FleetConfig(AppConfig):
 
     def ready(self):
         from fleet.profiles import desktop_profile_choices
-        from meetings.schedule import desktop_profile_choices_register
+        from fleet.services.planning import schedule_admit
+        from meetings.schedule import desktop_profile_choices_register, schedule_admission_register
 
         desktop_profile_choices_register(desktop_profile_choices)
+        schedule_admission_register(schedule_admit)

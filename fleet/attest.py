@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 from django.utils import timezone
 
-from fleet.models import LIVE_HOST_STATES, Host
+from fleet.models import LIVE_HOST_STATES, Host, PoolInstance, PoolState
 
 logger = logging.getLogger(__name__)
 
@@ -102,19 +102,38 @@ def expected_verifier(instance_id: str) -> str:
     return f"{settings.ELEPHANT_PUBLIC_URL}/dcv/auth/{instance_id}"
 
 
-def host_attest(*, document: str, signature: str, verifier: str, session_id: str, now: datetime | None = None) -> Host:
-    """Record the attestation of the live host the document names, once; ``AttestationRefused`` otherwise."""
+def host_attest(
+    *, document: str, signature: str, verifier: str, session_id: str, now: datetime | None = None
+) -> Host | PoolInstance:
+    """Record the attestation of the live host (or the warm-pool instance being built) the document
+    names, once; ``AttestationRefused`` otherwise."""
     identity = identity_verify(document=document, signature=signature)
     if verifier != expected_verifier(identity.instance_id):
         raise AttestationRefused("DCV's auth-token-verifier is not Elephant's for this host")
     if session_id != settings.ELEPHANT_DCV_SESSION_ID:
         raise AttestationRefused(f"the host prepared DCV session {session_id!r}, not the one Elephant links to")
-    now = now or timezone.now()
-    live = Host.objects.filter(instance_id=identity.instance_id, state__in=LIVE_HOST_STATES)
-    if not live.filter(attested_at__isnull=True).update(attested_at=now):
-        if live.exists():
+    attested = instance_attested(instance_id=identity.instance_id, now=now)
+    if attested is None:
+        if Host.objects.filter(instance_id=identity.instance_id, state__in=LIVE_HOST_STATES).exists() or (
+            PoolInstance.objects.filter(instance_id=identity.instance_id, state=PoolState.BUILDING).exists()
+        ):
             raise AttestationRefused("this host has attested already", status=409)
         raise AttestationRefused("no live host has this instance id", status=404)
-    host = live.get()
-    logger.info("host %s (%s/%s) attested", identity.instance_id, host.meeting_id, host.role)
-    return host
+    return attested
+
+
+def instance_attested(*, instance_id: str, now: datetime | None = None) -> Host | PoolInstance | None:
+    """The verified host's report: record it on its live host, or on the warm-pool instance being built
+    (a pool instance attests once, at its build; the configuration it proves stays on its volume).
+    None when nothing was waiting for it."""
+    now = now or timezone.now()
+    live = Host.objects.filter(instance_id=instance_id, state__in=LIVE_HOST_STATES)
+    if live.filter(attested_at__isnull=True).update(attested_at=now):
+        host = live.get()
+        logger.info("host %s (%s/%s) attested", instance_id, host.meeting_id, host.role)
+        return host
+    building = PoolInstance.objects.filter(instance_id=instance_id, state=PoolState.BUILDING)
+    if building.filter(attested_at__isnull=True).update(attested_at=now):
+        logger.info("warm-pool instance %s attested", instance_id)
+        return building.get()
+    return None

@@ -89,9 +89,10 @@ def _capacity_is_final(response=None, operation=None, **_):
 def ec2_client():
     client = aws_client("ec2")
     # Registered first, so it decides before the retry handler; unique_id makes it once per client.
-    client.meta.events.register_first(
-        "needs-retry.ec2.RunInstances", _capacity_is_final, unique_id="elephant-capacity-is-final"
-    )
+    for operation in ("RunInstances", "StartInstances"):
+        client.meta.events.register_first(
+            f"needs-retry.ec2.{operation}", _capacity_is_final, unique_id=f"elephant-capacity-is-final-{operation}"
+        )
     return client
 
 
@@ -344,6 +345,29 @@ def instance_run(
     resume_token: str = "",
     spec: LaunchSpec | None = None,
 ) -> Instance:
+    """RunInstances for one host of a meeting (``instance_launch`` with the host's tags and tokens)."""
+    names = {"meeting_id": meeting_id, "role": role, "generation": generation}
+    return instance_launch(
+        tags=instance_tags(**names),
+        token_for=lambda candidate: client_token(**names, candidate=candidate),
+        what=f"{meeting_id}/{role}#{generation}",
+        rotation=role,
+        on_candidate=on_candidate,
+        resume_token=resume_token,
+        spec=spec,
+    )
+
+
+def instance_launch(
+    *,
+    tags: list[dict[str, str]],
+    token_for: Callable[[LaunchCandidate], str],
+    what: str,
+    rotation: str = "",
+    on_candidate: Callable[[str], bool] | None = None,
+    resume_token: str = "",
+    spec: LaunchSpec | None = None,
+) -> Instance:
     """RunInstances for one host, moving on through the (type, placement) candidates on capacity errors.
 
     A capacity error (``InsufficientInstanceCapacity``, ``InsufficientCapacity``, ``Unsupported``)
@@ -361,7 +385,6 @@ def instance_run(
     if problems:
         raise AwsConfigError("; ".join(problems), code="Configuration", operation="RunInstances")
     client = ec2_client()
-    tags = instance_tags(meeting_id=meeting_id, role=role, generation=generation)
     base: dict[str, Any] = {
         "ImageId": spec.image_id,
         "MinCount": 1,
@@ -399,16 +422,17 @@ def instance_run(
         profile = spec.instance_profile
         base["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
     no_capacity = []
-    names = {"meeting_id": meeting_id, "role": role, "generation": generation}
     chain = [
-        (candidate, client_token(**names, candidate=candidate))
-        for candidate in launch_candidates(role=role, instance_types=spec.instance_types, subnet_ids=spec.subnet_ids)
+        (candidate, token_for(candidate))
+        for candidate in launch_candidates(
+            role=rotation, instance_types=spec.instance_types, subnet_ids=spec.subnet_ids
+        )
     ]
     chain.sort(key=lambda pair: pair[1] != resume_token)  # stable: the resumed candidate first, the rest in order
     for candidate, token in chain:
         if on_candidate is not None and not on_candidate(token):
             raise LaunchLeaseLost(
-                f"the launch of {meeting_id}/{role}#{generation} was claimed by another worker",
+                f"the launch of {what} was claimed by another worker",
                 code="LaunchLeaseLost",
                 operation="RunInstances",
             )
@@ -425,13 +449,7 @@ def instance_run(
             continue
         instance = Instance.from_api(response["Instances"][0])
         logger.info(
-            "launched %s (%s %s) for %s/%s#%d",
-            instance.instance_id,
-            candidate.instance_type,
-            instance.availability_zone,
-            meeting_id,
-            role,
-            generation,
+            "launched %s (%s %s) for %s", instance.instance_id, candidate.instance_type, instance.availability_zone, what
         )
         return instance
     raise AwsCapacityError(
@@ -575,6 +593,107 @@ def instances_of_project() -> list[Instance]:
         return _describe(Filters=filters, MaxResults=1000)
     except ClientError as exc:
         raise classify_client_error(exc, operation="DescribeInstances") from exc
+
+
+POOL_TAG = "ElephantPool"
+
+
+def pool_tags(*, profile: str) -> list[dict[str, str]]:
+    """The tags of a warm-pool instance: this deployment's, and the profile it was built for."""
+    return [
+        {"Key": "Name", "Value": f"pool_{profile}"},
+        {"Key": POOL_TAG, "Value": profile},
+        {"Key": "Project", "Value": PROJECT_TAG},
+        {"Key": DEPLOYMENT_TAG, "Value": deployment()},
+    ]
+
+
+def tags_create(instance_ids: Iterable[str], tags: list[dict[str, str]]) -> None:
+    """CreateTags (overwriting values of keys already there)."""
+    ids = sorted(set(instance_ids))
+    if not ids:
+        return
+    try:
+        aws_call(ec2_client().create_tags, Resources=ids, Tags=tags)
+    except ClientError as exc:
+        raise classify_client_error(exc, operation="CreateTags") from exc
+    except BotoCoreError as exc:
+        raise aws_error(exc, operation="CreateTags") from exc
+
+
+def tags_delete(instance_ids: Iterable[str], keys: Iterable[str]) -> None:
+    ids = sorted(set(instance_ids))
+    if not ids:
+        return
+    try:
+        aws_call(ec2_client().delete_tags, Resources=ids, Tags=[{"Key": key} for key in keys])
+    except ClientError as exc:
+        raise classify_client_error(exc, operation="DeleteTags") from exc
+    except BotoCoreError as exc:
+        raise aws_error(exc, operation="DeleteTags") from exc
+
+
+def instance_start(instance_id: str) -> None:
+    """StartInstances for one stopped instance.
+
+    Its own resource bucket (separate from RunInstances'); a capacity error (HTTP 500, as on
+    RunInstances) raises ``AwsCapacityError`` at once, without botocore's retries, so the caller
+    falls back to a cold launch; ``IncorrectInstanceState`` (not stopped) is ``AwsConfigError``.
+    """
+    client = ec2_client()
+    try:
+        client.start_instances(InstanceIds=[instance_id])
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in CAPACITY_CODES:
+            raise AwsCapacityError(
+                f"no capacity to start {instance_id}: {error_message(exc)}", code=code, operation="StartInstances"
+            ) from exc
+        if code in QUOTA_CODES:
+            raise AwsConfigError(_quota_message(code, error_message(exc)), code=code, operation="StartInstances") from exc
+        raise classify_client_error(exc, operation="StartInstances") from exc
+    except BotoCoreError as exc:
+        raise aws_error(exc, operation="StartInstances") from exc
+
+
+def instances_stop(instance_ids: Iterable[str]) -> None:
+    """StopInstances in batches (the pool's booted instances: a stopped instance bills only its volume)."""
+    client = ec2_client()
+    for batch in _chunks(sorted(set(instance_ids)), TERMINATE_BATCH):
+        try:
+            aws_call(client.stop_instances, InstanceIds=batch)
+        except ClientError as exc:
+            raise classify_client_error(exc, operation="StopInstances") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, operation="StopInstances") from exc
+
+
+# Service Quotas codes of EC2's running On-Demand vCPU quotas, by fleet.planner.quota_family.
+VCPU_QUOTA_CODES = {
+    "standard": "L-1216C47A",
+    "g": "L-DB2E81BA",
+    "p": "L-417A185B",
+    "f": "L-74FC7D96",
+    "x": "L-7295265B",
+    "inf": "L-1945791B",
+    "dl": "L-6E869C2A",
+    "trn": "L-2C3B7624",
+}
+
+
+def vcpu_quota(family: str) -> int | None:
+    """The account's running On-Demand vCPU quota of a family in this region, from Service Quotas;
+    None when Service Quotas does not answer (no permission, an endpoint without it)."""
+    code = VCPU_QUOTA_CODES.get(family)
+    if code is None:
+        return None
+    try:
+        answer = aws_call(aws_client("service-quotas").get_service_quota, ServiceCode="ec2", QuotaCode=code)
+    except (ClientError, BotoCoreError) as exc:
+        logger.info("Service Quotas gave no %s vCPU quota (%s); the plan takes it as unlimited", family, exc)
+        return None
+    value = answer.get("Quota", {}).get("Value")
+    return int(value) if value is not None else None
 
 
 # --- Route 53 ---------------------------------------------------------------------------------------

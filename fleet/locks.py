@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from django.db.models import Q
 
-from fleet.models import Host
+from fleet.models import Host, PoolInstance, PoolState
 from meetings.models import Meeting
 
 
@@ -25,3 +25,21 @@ def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]
     """
     rows = Host.objects.filter(where, state__in=list(states)).select_for_update().order_by("pk")
     return {pk: (state, meeting_id) for pk, state, meeting_id in rows.values_list("pk", "state", "meeting_id")}
+
+
+def pool_instance_claim(
+    *, host_id: int, profile_id: int, ami_id: str, instance_types: Iterable[str]
+) -> PoolInstance | None:
+    """The warm-pool instance a host's launch takes: the one already assigned to it (a launch resumed
+    after a crash), else the oldest READY one of its profile with its image and a type it may use,
+    locked. SKIP LOCKED: concurrent launches take different instances instead of queueing on one."""
+    mine = PoolInstance.objects.filter(host_id=host_id, state=PoolState.ASSIGNED).first()
+    if mine is not None:
+        return mine
+    return (
+        PoolInstance.objects.select_for_update(skip_locked=True)
+        .filter(profile_id=profile_id, state=PoolState.READY, ami_id=ami_id, instance_type__in=list(instance_types))
+        .exclude(instance_id="")
+        .order_by("stopped_at", "pk")
+        .first()
+    )

@@ -85,6 +85,13 @@ class DesktopProfile(models.Model):
         help_text="HttpTokens optional: needed while the image's agents read instance metadata without a token. "
         "Move images to IMDSv2 and clear this.",
     )
+    warm_pool_max = models.PositiveIntegerField(
+        "warm pool at most",
+        null=True,
+        blank=True,
+        help_text="Stopped, booted instances kept for this profile when ELEPHANT_WARM_POOL is on. "
+        "Blank: ELEPHANT_WARM_POOL_MAX; 0: no pool for this profile.",
+    )
     is_default = models.BooleanField(default=False, help_text="Used when a meeting names no profile.")
     is_active = models.BooleanField(default=True, help_text="Offered to teachers and the API.")
 
@@ -146,9 +153,19 @@ class Host(models.Model):
     client_token = models.CharField(max_length=64, blank=True)
     instance_type = models.CharField(max_length=32, blank=True)
     availability_zone = models.CharField(max_length=32, blank=True)
+    # Boot history (issue 11, fleet.readiness): what the host was started from and how long it took.
+    ami_id = models.CharField("AMI", max_length=64, blank=True)
+    warm_start = models.BooleanField(default=False, help_text="Started from the warm pool (StartInstances).")
+    # RunInstances (or StartInstances) sent; renewed before each fallback candidate.
     launched_at = models.DateTimeField(null=True, blank=True)
+    ec2_launch_time = models.DateTimeField("EC2 LaunchTime", null=True, blank=True)
     running_at = models.DateTimeField(null=True, blank=True)
+    dcv_answered_at = models.DateTimeField("DCV first answered", null=True, blank=True)
     healthy_at = models.DateTimeField(null=True, blank=True)
+    # Launch -> healthy in seconds once known; ``boot_censored``: it never became healthy and was given up
+    # after ``boot_seconds`` (a timeout, or its meeting ended first): it took longer than that.
+    boot_seconds = models.FloatField(null=True, blank=True)
+    boot_censored = models.BooleanField(default=False)
     terminated_at = models.DateTimeField(null=True, blank=True)
     agent_healthy_at = models.DateTimeField(null=True, blank=True)
     # The host's boot script reported DCV configured, signed by its EC2 instance identity document (fleet.attest).
@@ -167,6 +184,13 @@ class Host(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["meeting", "role", "generation"], name="host_unique_generation"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["ami_id", "instance_type", "availability_zone", "warm_start", "launched_at"],
+                name="host_boot_history",
+                condition=models.Q(boot_seconds__isnull=False),
+            )
         ]
         ordering = ["meeting_id", "role", "-generation"]
 
@@ -230,3 +254,97 @@ class HostEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_id}: {self.from_state} -> {self.to_state} ({self.reason})"
+
+
+class BootEstimate(models.Model):
+    """The fitted boot-to-healthy distribution of one (AMI, type, zone, cold/warm) key (``fleet.readiness``):
+    log-normal, ``log(seconds) ~ Normal(mu, sigma)``, refitted from the hosts' history by the planning sweep."""
+
+    ami_id = models.CharField("AMI", max_length=64)
+    instance_type = models.CharField(max_length=32)
+    availability_zone = models.CharField(max_length=32)
+    warm_start = models.BooleanField(default=False)
+    mu = models.FloatField()
+    sigma = models.FloatField()
+    samples = models.PositiveIntegerField(default=0, help_text="Boots read (censored ones included).")
+    censored = models.PositiveIntegerField(default=0, help_text="Of which never became healthy.")
+    observed_p50_seconds = models.FloatField(null=True, blank=True)
+    observed_p95_seconds = models.FloatField(null=True, blank=True)
+    fitted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ami_id", "instance_type", "availability_zone", "warm_start"], name="boot_estimate_key"
+            )
+        ]
+        ordering = ["ami_id", "instance_type", "availability_zone", "warm_start"]
+
+    def __str__(self) -> str:
+        start = "warm" if self.warm_start else "cold"
+        return f"{self.ami_id} {self.instance_type} {self.availability_zone} {start}"
+
+    @property
+    def distribution(self):
+        from fleet.readiness import LogNormal
+
+        return LogNormal(mu=self.mu, sigma=self.sigma)
+
+
+class PoolState(models.TextChoices):
+    BUILDING = "BUILDING", "Booting once (RunInstances sent)"
+    STOPPING = "STOPPING", "Booted and attested; StopInstances sent"
+    READY = "READY", "Stopped, ready to start"
+    ASSIGNED = "ASSIGNED", "Started for a meeting (now a host's instance)"
+    RETIRING = "RETIRING", "Terminate requested"
+    RETIRED = "RETIRED", "Terminated"
+    FAILED = "FAILED", "Build failed"
+
+
+POOL_HELD_STATES = frozenset({PoolState.BUILDING, PoolState.STOPPING, PoolState.READY})
+
+
+class PoolInstanceQuerySet(models.QuerySet):
+    def held(self):
+        """Instances the pool holds (building, stopping or ready): neither lost nor orphans."""
+        return self.filter(state__in=POOL_HELD_STATES)
+
+
+class PoolInstance(models.Model):
+    """An instance of a profile's warm pool (``fleet.pool``): booted fully once, stopped, and started for one
+    meeting (then it is that host's instance and ends with it: single use)."""
+
+    profile = models.ForeignKey(DesktopProfile, on_delete=models.PROTECT, related_name="pool_instances")
+    instance_id = models.CharField(max_length=32, blank=True, db_index=True)
+    state = models.CharField(max_length=16, choices=PoolState.choices, default=PoolState.BUILDING, db_index=True)
+    client_token = models.CharField(max_length=64, unique=True)
+    ami_id = models.CharField("AMI", max_length=64, blank=True)
+    instance_type = models.CharField(max_length=32, blank=True)
+    availability_zone = models.CharField(max_length=32, blank=True)
+    subnet_id = models.CharField(max_length=32, blank=True)
+    launched_at = models.DateTimeField(default=timezone.now)
+    attested_at = models.DateTimeField(null=True, blank=True, help_text="Its boot script reported DCV configured.")
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    host = models.OneToOneField(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="pool_instance")
+    last_error = models.TextField(blank=True)
+
+    objects = PoolInstanceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["profile_id", "state", "launched_at"]
+
+    def __str__(self) -> str:
+        return f"pool {self.profile_id} {self.instance_id or '-'} {self.state}"
+
+    def running_seconds(self, now=None) -> float:
+        """Seconds it ran (billed at the running price) before it was stopped or handed to a host."""
+        end = self.stopped_at or self.assigned_at or self.retired_at or now or timezone.now()
+        return max(0.0, (end - self.launched_at).total_seconds())
+
+    def stopped_seconds(self, now=None) -> float:
+        if self.stopped_at is None:
+            return 0.0
+        end = self.assigned_at or self.retired_at or now or timezone.now()
+        return max(0.0, (end - self.stopped_at).total_seconds())

@@ -20,6 +20,7 @@ launch time per meeting, or a refusal.
 """
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,37 @@ from datetime import datetime, timedelta
 
 SLOT = timedelta(seconds=60)
 EPOCH = datetime(2000, 1, 1).astimezone()
+
+
+RUN = "run"  # RunInstances: a cold launch
+START = "start"  # StartInstances: a warm-pool instance
+
+# Service Quotas' running On-Demand vCPU quotas, by the instance family's letters.
+_QUOTA_FAMILIES = {"g": "g", "vt": "g", "p": "p", "f": "f", "x": "x", "inf": "inf", "trn": "trn", "dl": "dl"}
+_SIZE_VCPUS = {"nano": 2, "micro": 2, "small": 2, "medium": 2, "large": 2, "xlarge": 4}
+_SIZE = re.compile(r"(\d+)xlarge")
+
+
+def quota_family(instance_type: str) -> str:
+    """The vCPU quota an instance type counts against: "g" (Running On-Demand G and VT instances, L-DB2E81BA),
+    "p", "f", "x", "inf", "trn", "dl", else "standard" (A, C, D, H, I, M, R, T, Z; L-1216C47A)."""
+    family = instance_type.split(".", 1)[0].lower()
+    letters = re.match(r"[a-z]+", family)
+    prefix = letters.group(0) if letters else family
+    for length in (3, 2, 1):
+        if prefix[:length] in _QUOTA_FAMILIES:
+            return _QUOTA_FAMILIES[prefix[:length]]
+    return "standard"
+
+
+def vcpus_of(instance_type: str) -> int:
+    """vCPUs of an instance type from its size (xlarge 4, 2xlarge 8, ...; EC2's sizes, metal taken as 96)."""
+    size = instance_type.split(".", 1)[-1].lower()
+    if size in _SIZE_VCPUS:
+        return _SIZE_VCPUS[size]
+    if match := _SIZE.fullmatch(size):
+        return 4 * int(match.group(1))
+    return 96
 
 
 @dataclass(frozen=True)
@@ -37,18 +69,35 @@ class Demand:
     end: datetime  # its hosts run until then
     instances: int = 2
     vcpus_per_instance: int = 4
-    family: str = "g4dn"
+    family: str = "g"
+    bucket: str = RUN  # which EC2 bucket the launch draws from: RunInstances or StartInstances
 
 
 @dataclass(frozen=True)
 class Limits:
-    launches_per_slot: int  # RunInstances/StartInstances calls the plan may use per slot
+    launches_per_slot: int  # RunInstances instances the plan may use per slot
     vcpu_quota: Mapping[str, int] = field(default_factory=dict)  # family -> running vCPUs; absent = unlimited
+    starts_per_slot: int | None = None  # StartInstances instances per slot (its own bucket); None: as RunInstances
 
     @classmethod
-    def from_bucket(cls, *, refill_per_second: float, share: float, vcpu_quota: Mapping[str, int]) -> "Limits":
-        per_slot = math.floor(refill_per_second * SLOT.total_seconds() * share)
-        return cls(launches_per_slot=max(1, per_slot), vcpu_quota=dict(vcpu_quota))
+    def from_bucket(
+        cls,
+        *,
+        refill_per_second: float,
+        share: float,
+        vcpu_quota: Mapping[str, int],
+        start_refill_per_second: float | None = None,
+    ) -> "Limits":
+        def per_slot(rate: float) -> int:
+            return max(1, math.floor(rate * SLOT.total_seconds() * share))
+
+        starts = per_slot(start_refill_per_second) if start_refill_per_second is not None else None
+        return cls(launches_per_slot=per_slot(refill_per_second), vcpu_quota=dict(vcpu_quota), starts_per_slot=starts)
+
+    def per_slot(self, bucket: str) -> int:
+        if bucket == START and self.starts_per_slot is not None:
+            return self.starts_per_slot
+        return self.launches_per_slot
 
 
 @dataclass
@@ -66,16 +115,17 @@ def slot_start(slot: int) -> datetime:
 
 
 class _Ledger:
-    """Launches and running vCPUs per slot, as the plan fills them."""
+    """Launches per bucket and slot, and running vCPUs per family and slot, as the plan fills them."""
 
     def __init__(self, limits: Limits, occupied: Mapping[tuple[str, int], int]):
         self.limits = limits
-        self.launches: dict[int, int] = defaultdict(int)
+        self.launches: dict[tuple[str, int], int] = defaultdict(int)
         self.vcpus: dict[tuple[str, int], int] = defaultdict(int, occupied)
 
-    def fits(self, demand: Demand, slot: int, last: int) -> bool:
-        if self.launches[slot] + demand.instances > self.limits.launches_per_slot:
-            return False
+    def launch_fits(self, demand: Demand, slot: int) -> bool:
+        return self.launches[(demand.bucket, slot)] + demand.instances <= self.limits.per_slot(demand.bucket)
+
+    def vcpus_fit(self, demand: Demand, slot: int, last: int) -> bool:
         quota = self.limits.vcpu_quota.get(demand.family)
         if quota is None:
             return True
@@ -83,7 +133,7 @@ class _Ledger:
         return all(self.vcpus[(demand.family, s)] + need <= quota for s in range(slot, last + 1))
 
     def take(self, demand: Demand, slot: int, last: int) -> None:
-        self.launches[slot] += demand.instances
+        self.launches[(demand.bucket, slot)] += demand.instances
         if demand.family in self.limits.vcpu_quota:
             need = demand.instances * demand.vcpus_per_instance
             for s in range(slot, last + 1):
@@ -93,15 +143,20 @@ class _Ledger:
 def plan_launches(
     demands: Iterable[Demand], limits: Limits, *, occupied: Mapping[tuple[str, int], int] | None = None
 ) -> Plan:
-    """A launch time (the start of a slot) for each demand, latest first; refusals listed."""
+    """A launch time (the start of a slot) for each demand, latest first; refusals listed.
+
+    A demand moves earlier only for room in its bucket: launching earlier never frees vCPUs (its
+    hosts would run over every slot they ran over before, and more), so a demand that does not fit
+    the quota at its deadline's slot is refused at once.
+    """
     plan = Plan()
     ledger = _Ledger(limits, occupied or {})
     for demand in sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True):
         first, last_run = slot_of(demand.earliest), slot_of(demand.end)
         slot = slot_of(demand.deadline)
-        while slot >= first and not ledger.fits(demand, slot, last_run):
+        while slot >= first and not ledger.launch_fits(demand, slot):
             slot -= 1
-        if slot < first:
+        if slot < first or not ledger.vcpus_fit(demand, slot, last_run):
             plan.refused.append(demand.key)
             continue
         ledger.take(demand, slot, last_run)

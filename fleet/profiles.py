@@ -36,10 +36,16 @@ def desktop_profile_resolve(name: str) -> DesktopProfile:
     return profile
 
 
-def launch_spec(*, profile: DesktopProfile, meeting_id: str, role: str) -> aws.LaunchSpec:
+def launch_spec(
+    *, profile: DesktopProfile, meeting_id: str, role: str, also_allowed: tuple[str, ...] = ()
+) -> aws.LaunchSpec:
     try:
         user_data = host_user_data(
-            os=profile.os, meeting_id=meeting_id, role=role, dcv_username=settings.ELEPHANT_DCV_USERNAME or role
+            os=profile.os,
+            meeting_id=meeting_id,
+            role=role,
+            dcv_username=settings.ELEPHANT_DCV_USERNAME or role,
+            also_allowed=() if settings.ELEPHANT_DCV_USERNAME else also_allowed,
         )
     except UserDataError as exc:
         raise aws.AwsConfigError(f"the boot script cannot be made: {exc}", code="UserData", operation="Launch") from exc
@@ -64,3 +70,10 @@ def host_launch_spec(*, host) -> aws.LaunchSpec:
     """The launch of ``host``: its meeting's profile, with this host's boot script."""
     profile = desktop_profile_resolve(host.meeting.desktop_profile)
     return launch_spec(profile=profile, meeting_id=host.meeting_id, role=host.role)
+
+
+def pool_launch_spec(*, profile: DesktopProfile) -> aws.LaunchSpec:
+    """The build of a warm-pool instance of ``profile``: its launch, with a boot script that lets
+    either role's user name in (the instance learns its meeting and role only when it is started)."""
+    roles = ("teacher", "student")
+    return launch_spec(profile=profile, meeting_id="pool", role=roles[0], also_allowed=roles)

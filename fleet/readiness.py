@@ -72,38 +72,45 @@ def recency_weight(age_days: float, *, half_life_days: float) -> float:
 
 
 def boot_distribution(samples: Iterable[BootSample], *, prior: Prior, half_life_days: float = 14.0) -> LogNormal:
-    """The boot-time distribution that ``samples`` (and the prior) imply."""
-    points = [
-        (math.log(max(s.seconds, 1e-3)), s.censored, recency_weight(s.age_days, half_life_days=half_life_days))
-        for s in samples
-    ]
-    points = [p for p in points if p[2] > 1e-9]
+    """The boot-time distribution that ``samples`` (and the prior) imply.
+
+    The uncensored boots enter as sufficient statistics (weighted sums of y and y squared), computed
+    once; only the censored ones are revisited each EM round, so a fit over a month of a busy fleet
+    costs a pass over its timeouts, not over all its boots.
+    """
     p0, w0 = prior.distribution, max(prior.weight, 0.0)
-    if not points:
+    known_w = known_y = known_y2 = 0.0
+    censored: list[tuple[float, float]] = []
+    for sample in samples:
+        weight = recency_weight(sample.age_days, half_life_days=half_life_days)
+        if weight <= 1e-9:
+            continue
+        y = math.log(max(sample.seconds, 1e-3))
+        if sample.censored:
+            censored.append((y, weight))
+        else:
+            known_w += weight
+            known_y += weight * y
+            known_y2 += weight * y * y
+    total = w0 + known_w + sum(w for _, w in censored)
+    if total <= w0:
         return p0
-    total = w0 + sum(w for _, _, w in points)
-    # Start from the prior blended with the uncensored points; EM then takes the censored ones in.
     mu, sigma = p0.mu, p0.sigma
     for _ in range(EM_ROUNDS):
-        sum_y = w0 * p0.mu
-        sum_y2 = w0 * (p0.sigma**2 + p0.mu**2)
-        for y, censored, w in points:
-            if censored:
-                # E[Y | Y > y] and E[Y^2 | Y > y] for Y ~ Normal(mu, sigma).
-                alpha = (y - mu) / sigma
-                tail = 1.0 - _STANDARD.cdf(alpha)
-                hazard = _STANDARD.pdf(alpha) / tail if tail > 1e-12 else alpha + 1.0 / max(alpha, 1e-6)
-                ey = mu + sigma * hazard
-                ey2 = mu**2 + sigma**2 + sigma * (y + mu) * hazard
-            else:
-                ey, ey2 = y, y * y
-            sum_y += w * ey
-            sum_y2 += w * ey2
+        sum_y = w0 * p0.mu + known_y
+        sum_y2 = w0 * (p0.sigma**2 + p0.mu**2) + known_y2
+        for y, w in censored:
+            # E[Y | Y > y] and E[Y^2 | Y > y] for Y ~ Normal(mu, sigma).
+            alpha = (y - mu) / sigma
+            tail = 1.0 - _STANDARD.cdf(alpha)
+            hazard = _STANDARD.pdf(alpha) / tail if tail > 1e-12 else alpha + 1.0 / max(alpha, 1e-6)
+            sum_y += w * (mu + sigma * hazard)
+            sum_y2 += w * (mu**2 + sigma**2 + sigma * (y + mu) * hazard)
         new_mu = sum_y / total
         new_sigma = max(MIN_SIGMA, math.sqrt(max(sum_y2 / total - new_mu**2, 0.0)))
         converged = abs(new_mu - mu) < 1e-7 and abs(new_sigma - sigma) < 1e-7
         mu, sigma = new_mu, new_sigma
-        if converged:
+        if converged or not censored:
             break
     return LogNormal(mu=mu, sigma=sigma)
 

@@ -6,7 +6,7 @@ from functools import cache
 
 from django.db.models import Q
 
-from fleet.models import BOOTING_HOST_STATES, Host, HostState
+from fleet.models import BOOTING_HOST_STATES, POOL_HELD_STATES, Host, HostState, PoolInstance, PoolState
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
 from meetings.policy import PRE_HEALTHY_STATUSES
 
@@ -102,6 +102,15 @@ def instance_ids_tracked(*, instance_ids: Iterable[str]) -> set[str]:
         Host.objects.filter(instance_id__in=list(instance_ids))
         .exclude(state__in=(HostState.TERMINATED, HostState.FAILED, HostState.UNHEALTHY))
         .values_list("instance_id", flat=True)
+    )
+
+
+def instance_ids_pooled(*, instance_ids: Iterable[str], assigned_since: datetime) -> set[str]:
+    """The instance ids the warm pool holds (building, stopping, stopped and ready), and those it
+    handed to a host since ``assigned_since`` (being started: the host records it in a moment)."""
+    held = Q(state__in=POOL_HELD_STATES) | Q(state=PoolState.ASSIGNED, assigned_at__gte=assigned_since)
+    return set(
+        PoolInstance.objects.filter(held, instance_id__in=list(instance_ids)).values_list("instance_id", flat=True)
     )
 
 

@@ -68,6 +68,18 @@ def fleet_termination_sweep_task() -> int:
 
 
 @shared_task(ignore_result=True)
+def fleet_plan_sweep_task() -> dict:
+    result = services.fleet_plan_sweep()
+    return {"planned": result.planned, "changed": result.changed, "unplaceable": len(result.unplaceable)}
+
+
+@shared_task(ignore_result=True)
+def fleet_pool_sweep_task() -> dict:
+    result = services.fleet_pool_sweep()
+    return {"built": result.built, "ready": result.ready, "retired": result.retired, "failed": result.failed}
+
+
+@shared_task(ignore_result=True)
 def fleet_reaper_task() -> int:
     return len(services.fleet_reap().terminated)
 

@@ -25,6 +25,7 @@ DynamoDB contract is not touched (they find their meeting by instance id, as bef
 """
 
 import re
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -95,7 +96,7 @@ New-ItemProperty -Path "$DcvKey\security" -Name 'auth-token-verifier' -Value $Ve
 
 # 3. The console session: owned by the authenticator's user name, which may use all of it.
 New-Item -ItemType Directory -Force -Path (Split-Path -Parent $Permissions) | Out-Null
-Set-Content -Path $Permissions -Encoding ASCII -Value @('[permissions]', '%owner% allow builtin', "$DcvUser allow builtin")
+Set-Content -Path $Permissions -Encoding ASCII -Value @('[permissions]', '%owner% allow builtin', "$DcvUser allow builtin"{extra_permissions})
 $ConsoleKey = "$DcvKey\session-management\automatic-console-session"
 New-Item -Path $ConsoleKey -Force | Out-Null
 New-ItemProperty -Path $ConsoleKey -Name 'owner' -Value $DcvUser -PropertyType String -Force | Out-Null
@@ -142,7 +143,7 @@ printf '\n[security]\nauth-token-verifier="%s"\n' "$verifier" >> /etc/dcv/dcv.co
 
 # 3. The console session: owned by the authenticator's user name, which may use all of it.
 printf '[permissions]\n%%owner%% allow builtin\n%s allow builtin\n' "$DCV_USER" > "$PERMISSIONS"
-chmod 0644 "$PERMISSIONS"
+{extra_permissions}chmod 0644 "$PERMISSIONS"
 systemctl restart dcvserver
 for _ in $(seq 60); do dcv list-sessions >/dev/null 2>&1 && break; sleep 5; done
 if dcv describe-session "$SESSION_ID" >/dev/null 2>&1; then
@@ -162,18 +163,31 @@ python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv
 """
 
 
-def host_user_data(*, os: str, meeting_id: str, role: str, dcv_username: str) -> str:
-    """The first-boot script of one host (``os``: ``windows`` or ``linux``)."""
+def host_user_data(
+    *, os: str, meeting_id: str, role: str, dcv_username: str, also_allowed: Sequence[str] = ()
+) -> str:
+    """The first-boot script of one host (``os``: ``windows`` or ``linux``). ``also_allowed``: more user
+    names with full access besides the owner (a warm-pool instance, built before it knows its role,
+    lets both roles' names in)."""
     values = _values(meeting_id=meeting_id, role=role, dcv_username=dcv_username)
+    extra = [name for name in dict.fromkeys(also_allowed) if name != dcv_username]
     if os == WINDOWS:
         quoted = {name: ps_quote(value, name) for name, value in values.items()}
         script = WINDOWS_TEMPLATE.format(
-            **quoted, permissions_file=ps_quote(WINDOWS_PERMISSIONS_FILE), attest_path=ATTEST_PATH
+            **quoted,
+            permissions_file=ps_quote(WINDOWS_PERMISSIONS_FILE),
+            attest_path=ATTEST_PATH,
+            extra_permissions="".join(f", {ps_quote(f'{name} allow builtin', 'a DCV user')}" for name in extra),
         )
     elif os == LINUX:
         quoted = {name: sh_quote(value, name) for name, value in values.items()}
         script = LINUX_TEMPLATE.format(
-            **quoted, permissions_file=sh_quote(LINUX_PERMISSIONS_FILE), attest_path=sh_quote(ATTEST_PATH)
+            **quoted,
+            permissions_file=sh_quote(LINUX_PERMISSIONS_FILE),
+            attest_path=sh_quote(ATTEST_PATH),
+            extra_permissions="".join(
+                f"printf '%s allow builtin\\n' {sh_quote(name, 'a DCV user')} >> \"$PERMISSIONS\"\n" for name in extra
+            ),
         )
     else:
         raise UserDataError(f"unknown desktop OS {os!r}")

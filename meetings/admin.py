@@ -177,14 +177,18 @@ class MeetingAdmin(admin.ModelAdmin):
             )
 
 
-def meeting_admin_extend(*, inlines=(), actions=()) -> None:
-    """Add inlines (shown before the meeting's events) and actions to the meeting's staff page.
+def meeting_admin_extend(*, inlines=(), actions=(), list_display=(), fieldsets=()) -> None:
+    """Add inlines (shown before the meeting's events), actions, list columns (after the meeting's own)
+    and fieldsets (read-only, after the meeting's own) to the meeting's staff pages.
 
-    Called at import by the admin modules of the apps that depend on meetings; Django reads
-    ``inlines`` and ``actions`` per request, so what they add is there from the first page.
+    Called at import by the admin modules of the apps that depend on meetings; Django reads these
+    attributes per request, so what they add is there from the first page.
     """
     MeetingAdmin.inlines = [*MeetingAdmin.inlines[:-1], *inlines, MeetingAdmin.inlines[-1]]
     MeetingAdmin.actions = [*MeetingAdmin.actions, *actions]
+    MeetingAdmin.list_display = (*MeetingAdmin.list_display, *list_display)
+    MeetingAdmin.fieldsets = (*MeetingAdmin.fieldsets, *fieldsets)
+    MeetingAdmin.readonly_fields += tuple(name for _, options in fieldsets for name in options["fields"])
 
 
 # --- staff roles ------------------------------------------------------------------------------

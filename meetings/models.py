@@ -99,7 +99,10 @@ class MeetingQuerySet(models.QuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
     def due_for_launch(self, now: datetime):
-        return self.filter(status=MeetingStatus.SCHEDULED, meet_time__lte=windows.launch_due_meet_time_until(now))
+        """SCHEDULED meetings whose ``launch_at`` has come (without one: ``meet_time - ELEPHANT_LAUNCH_LEAD``)."""
+        return self.filter(status=MeetingStatus.SCHEDULED).filter(
+            Q(launch_at__lte=now) | Q(launch_at__isnull=True, meet_time__lte=windows.launch_due_meet_time_until(now))
+        )
 
     def for_teacher(self, user):
         return self.filter(teacher=user)
@@ -171,6 +174,11 @@ class Meeting(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the fleet launches the hosts (issue 11): chosen at booking from the learned boot times and the
+    # launch planner, revised by the fleet's planning sweep; NULL means meet_time - ELEPHANT_LAUNCH_LEAD.
+    launch_at = models.DateTimeField(null=True, blank=True)
+    # Planned on warm-pool instances (StartInstances of a stopped, booted instance) rather than cold launches.
+    launch_warm = models.BooleanField(default=False)
     launched_at = models.DateTimeField(null=True, blank=True)
     healthy_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -184,7 +192,10 @@ class Meeting(models.Model):
 
     class Meta:
         ordering = ["-meet_time"]
-        indexes = [models.Index(fields=["status", "meet_time"], name="meeting_status_time")]
+        indexes = [
+            models.Index(fields=["status", "meet_time"], name="meeting_status_time"),
+            models.Index(fields=["status", "launch_at"], name="meeting_status_launch_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.teacher_name} / {self.student_name})"

@@ -20,6 +20,7 @@ vocabulary for the same rules, and the pages would still need a form wrapped aro
 
 import unicodedata
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any
@@ -154,6 +155,40 @@ def desktop_profile_choices_register(choices: Callable[[], list[tuple[str, str]]
 
 def desktop_profile_choices() -> list[tuple[str, str]]:
     return list(_desktop_profile_choices()) if _desktop_profile_choices is not None else []
+
+
+# Admission (issue 11): whether the fleet can have desktops ready for these starts. meetings knows no
+# fleet, so the fleet registers a callable (fleet.apps.FleetConfig.ready) taking the starts, the duration,
+# the profile and the meeting being moved (or ""), and answering one ``Admission`` per start or raising
+# ``ValidationError`` (on ``meet_time``, naming start times that can be served). None registered: all admitted.
+@dataclass(frozen=True)
+class Admission:
+    launch_at: datetime | None = None  # when the fleet plans to launch (None: meet_time - ELEPHANT_LAUNCH_LEAD)
+    warm: bool = False  # planned on warm-pool instances
+
+
+Admit = Callable[..., list[Admission]]
+_admission: Admit | None = None
+
+
+def schedule_admission_register(admit: Admit | None) -> None:
+    global _admission
+    _admission = admit
+
+
+def schedule_admit(
+    *, starts: list[datetime], duration_minutes: int, desktop_profile: str = "", exclude_meeting_id: str = ""
+) -> list[Admission]:
+    """One ``Admission`` per start, or ``ValidationError`` when the fleet cannot serve one. Called inside
+    the booking's transaction (the fleet serialises admissions there)."""
+    if _admission is None:
+        return [Admission() for _ in starts]
+    return _admission(
+        starts=starts,
+        duration_minutes=duration_minutes,
+        desktop_profile=desktop_profile,
+        exclude_meeting_id=exclude_meeting_id,
+    )
 
 
 def validate_desktop_profile(value: str) -> None:

@@ -27,7 +27,7 @@ from meetings.models import (
     TerminationReason,
 )
 from meetings.policy import SAFETY_NET_KEPT_ALIVE, HostReadiness, status_implied
-from meetings.schedule import schedule_clean
+from meetings.schedule import schedule_admit, schedule_clean
 from meetings.signals import meeting_changed
 
 logger = logging.getLogger(__name__)
@@ -129,11 +129,13 @@ def meeting_series_schedule(
     if last_errors:
         raise ValidationError({"repeat": [f"Week {weeks}: {message}" for message in last_errors["meet_time"]]})
     with transaction.atomic():
+        # The fleet's word on whether desktops can be ready at these starts (and when it will launch them).
+        admissions = schedule_admit(starts=starts, duration_minutes=duration_minutes, desktop_profile=desktop_profile)
         series = None
         if weeks > 1:
             series = MeetingSeries.objects.create(teacher=teacher, api_key=api_key, weeks=weeks)
         meetings = []
-        for index, start in enumerate(starts, start=1):
+        for index, (start, admission) in enumerate(zip(starts, admissions, strict=True), start=1):
             meeting = Meeting.objects.create(
                 teacher=teacher,
                 api_key=api_key,
@@ -147,6 +149,8 @@ def meeting_series_schedule(
                 desktop_profile=desktop_profile,
                 series=series,
                 series_index=index if series else None,
+                launch_at=admission.launch_at,
+                launch_warm=admission.warm,
             )
             detail = f"week {index} of {weeks}" if series else ""
             MeetingEvent.objects.create(
@@ -197,6 +201,14 @@ def meeting_reschedule(
     detail = "; ".join(f"{name} {_shown(getattr(meeting, name))} -> {_shown(value)}" for name, value in changed.items())
     now = timezone.now()
     with transaction.atomic():
+        if moved:
+            (admission,) = schedule_admit(
+                starts=[values.get("meet_time", meeting.meet_time)],
+                duration_minutes=values.get("duration_minutes", meeting.duration_minutes),
+                desktop_profile=meeting.desktop_profile,
+                exclude_meeting_id=meeting.pk,
+            )
+            values.update(launch_at=admission.launch_at, launch_warm=admission.warm)
         updated = Meeting.objects.filter(pk=meeting.pk, status=MeetingStatus.SCHEDULED).update(
             version=F("version") + 1, sequence=F("sequence") + (1 if moved else 0), updated_at=now, **values
         )

@@ -8,6 +8,9 @@ One module per concern; this package is their public face (``from fleet import s
 - ``termination``: fleet_termination_sweep, meeting_termination_rules_apply, meeting_terminate, meeting_fail,
   meeting_hosts_terminate, hosts_terminate
 - ``reaper``: fleet_reap
+- ``planning``: fleet_plan_sweep (the learned launch lead and the launch plan), schedule_admit (admission at
+  booking), boot_estimates_refit, boot_samples_record, health_timeout_of
+- ``pool``: fleet_pool_sweep (the warm pool's builds, stops and retirements), pool_instance_start
 - ``dns``: dcv_link_build, host_records_delete, FleetConfigError
 - ``transitions``: host_transition, hosts_transition (every host state change, with its HostEvent)
 
@@ -34,6 +37,8 @@ from fleet.services.launch import (
     meeting_progress,
     meeting_reconcile,
 )
+from fleet.services.planning import PlanResult, boot_estimates_refit, fleet_plan_sweep, schedule_admit
+from fleet.services.pool import PoolSweepResult, fleet_pool_sweep, pool_instance_start
 from fleet.services.reaper import ReapResult, fleet_reap
 from fleet.services.termination import (
     TerminationSweepResult,
@@ -50,12 +55,17 @@ from fleet.services.watchdog import WatchdogResult, fleet_watchdog_sweep, host_d
 __all__ = [
     "FleetConfigError",
     "HealthResult",
+    "PlanResult",
+    "PoolSweepResult",
     "ReapResult",
     "TerminationSweepResult",
     "WatchdogResult",
+    "boot_estimates_refit",
     "dcv_link_build",
     "fleet_health_sweep",
     "fleet_launch_sweep",
+    "fleet_plan_sweep",
+    "fleet_pool_sweep",
     "fleet_reap",
     "fleet_termination_sweep",
     "fleet_watchdog_sweep",
@@ -78,4 +88,6 @@ __all__ = [
     "meeting_reconcile",
     "meeting_terminate",
     "meeting_termination_rules_apply",
+    "pool_instance_start",
+    "schedule_admit",
 ]

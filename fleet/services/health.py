@@ -1,15 +1,15 @@
 """Host health: the fleet's probes (EC2 status checks, the DCV endpoint) and the agent's word."""
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
 from fleet import aws, probes, selectors
 from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.launch import meeting_reconcile
+from fleet.services.planning import boot_samples_record, health_timeout_of
 from fleet.services.transitions import hosts_transition
 from meetings.models import Meeting
 from meetings.policy import PRE_HEALTHY_STATUSES
@@ -68,6 +68,9 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
         if not answered_ok or ec2_ok is False:
             update["probe_failures"] = F("probe_failures") + 1
         Host.objects.filter(pk__in=pks).update(**update)
+    first_answers = [h.pk for h in to_check if dcv_ok[h.pk] and h.dcv_answered_at is None]
+    if first_answers:
+        Host.objects.filter(pk__in=first_answers, dcv_answered_at__isnull=True).update(dcv_answered_at=now)
     if result.healthy:
         hosts_transition(
             where=Q(pk__in=result.healthy),
@@ -77,11 +80,13 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
             fields={"healthy_at": now},
             now=now,
         )
-    deadline = now - timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
+        # The boot history the learned lead is fitted from (fleet.services.planning).
+        boot_samples_record(hosts=[h for h in to_check if h.pk in set(result.healthy)], now=now, censored=False)
+    timeouts = health_timeout_of(h for h in hosts if h.state in BOOTING_HOST_STATES)
     for host in hosts:
         newly_healthy = host.pk in result.healthy
         waiting = host.meeting.status in PRE_HEALTHY_STATUSES
-        timed_out = host.state in BOOTING_HOST_STATES and host.started_at <= deadline
+        timed_out = host.state in BOOTING_HOST_STATES and host.started_at <= now - timeouts[host.pk]
         pending = host.state in (HostState.PENDING, HostState.LAUNCHING) and not host.instance_id
         if newly_healthy or waiting or timed_out or pending:
             result.meeting_ids.add(host.meeting_id)

@@ -16,6 +16,8 @@ from django.utils import timezone
 from fleet import aws, profiles, selectors
 from fleet.locks import meeting_lock
 from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
+from fleet.services import pool
+from fleet.services.planning import boot_samples_record, health_timeout_of
 from fleet.services.termination import hosts_terminate, meeting_fail, meeting_hosts_terminate
 from fleet.services.transitions import host_transition
 from meetings import services as meeting_services
@@ -89,15 +91,23 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
     if not claimed:
         return False
     names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
+    warm = False
     try:
         instance = aws.instance_find_live(**names)
         adopted = instance is not None
+        spec = profiles.host_launch_spec(host=host)
+        if instance is None and pool.warm_start_wanted(host=host):
+            # A stopped, booted instance of the warm pool; None (none left, or no capacity to start
+            # it) falls back to a cold launch.
+            started = pool.pool_instance_start(host=host, spec=spec, now=now)
+            if started is not None:
+                instance, attested_at, warm = started.instance, started.attested_at, True
         if instance is None:
             instance = aws.instance_run(
                 **names,
                 on_candidate=lambda token: _lease_renew(host=host, token=token, now=asked_now),
                 resume_token=host.client_token,
-                spec=profiles.host_launch_spec(host=host),
+                spec=spec,
             )
     except aws.LaunchLeaseLost:
         logger.warning("host %s: the launch claim passed to another worker; this one stops", host.pk)
@@ -125,6 +135,11 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
                 "instance_id": instance.instance_id,
                 "instance_type": instance.instance_type,
                 "availability_zone": instance.availability_zone,
+                "ami_id": spec.image_id,
+                "ec2_launch_time": instance.launch_time,
+                "warm_start": warm,
+                # A warm-pool instance attested at its build; its configuration is on its volume.
+                **({"attested_at": attested_at} if warm else {}),
             },
         )
         if recorded:
@@ -133,7 +148,7 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
                 meeting=meeting,
                 reason=EventReason.HOST_ADOPTED if adopted else EventReason.HOST_LAUNCHED,
                 detail=f"{host.role} #{host.generation}: {instance.instance_id} ({instance.instance_type}, "
-                f"{instance.availability_zone})",
+                f"{instance.availability_zone}{', warm pool' if warm else ''})",
             )
     if recorded and meeting.status not in ACTIVE_STATUSES:
         # The meeting ended while RunInstances was in flight: nothing may outlive it.
@@ -188,6 +203,9 @@ def meeting_reconcile(*, meeting: Meeting, now: datetime | None = None) -> None:
         return
     deadline = now - timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
     hosts = selectors.hosts_current(meeting_id=meeting.pk)
+    for host in hosts.values():
+        host.meeting = meeting
+    timeouts = health_timeout_of(h for h in hosts.values() if h.instance_id)
     # Before launching: a launch that keeps failing (throttling, an unreachable endpoint)
     # raises from _launch_pending, and must still end in FAILED with its reason.
     unlaunched = [
@@ -207,8 +225,9 @@ def meeting_reconcile(*, meeting: Meeting, now: datetime | None = None) -> None:
     if not _launch_pending(meeting=meeting, hosts=hosts, now=now):
         return
     for role, host in list(hosts.items()):
-        if host.instance_id and host.state in BOOTING_HOST_STATES and host.started_at <= deadline:
-            error = f"not healthy within {settings.ELEPHANT_HEALTH_TIMEOUT} minutes ({_health_summary(host)})"
+        timeout = timeouts.get(host.pk)
+        if host.instance_id and host.state in BOOTING_HOST_STATES and timeout and host.started_at <= now - timeout:
+            error = f"not healthy within {timeout.total_seconds() / 60:g} minutes ({_health_summary(host)})"
             _, replacement = _host_retire(
                 host=host, state=HostState.UNHEALTHY, reason=TerminationReason.HEALTH_TIMEOUT, error=error, now=now
             )
@@ -253,6 +272,9 @@ def _host_retire(*, host: Host, state: str, reason: str, error: str, now: dateti
             now=now,
         ):
             return False, None
+        if reason == TerminationReason.HEALTH_TIMEOUT:
+            # Not dropped from the boot history: it took longer than it was given (censored).
+            boot_samples_record(hosts=[host], now=now, censored=True)
         meeting = meeting_lock(meeting_id=host.meeting_id)
         if meeting.status in ACTIVE_STATUSES:
             if host.generation >= MAX_GENERATION:

@@ -20,7 +20,8 @@ class ReapResult:
 
 
 def fleet_reap(*, now: datetime | None = None) -> ReapResult:
-    """Terminate every live Project=Elephant instance whose meeting is terminal or unknown.
+    """Terminate every live Project=Elephant instance whose meeting is terminal or unknown, and every
+    warm-pool instance the pool no longer holds.
 
     Also instances of active meetings that no host tracks (a duplicate from a lost race),
     once they are older than ELEPHANT_REAPER_GRACE_MINUTES, so a launch still recording its
@@ -34,15 +35,23 @@ def fleet_reap(*, now: datetime | None = None) -> ReapResult:
     statuses = selectors.meeting_statuses(meeting_ids={(i.tags or {}).get("MeetingID", "") for i in instances})
     tracked = selectors.instance_ids_tracked(instance_ids=[i.instance_id for i in instances])
     grace = now - timedelta(minutes=settings.ELEPHANT_REAPER_GRACE_MINUTES)
+    pooled = selectors.instance_ids_pooled(instance_ids=[i.instance_id for i in instances], assigned_since=grace)
     orphans = []
     for instance in instances:
+        if instance.instance_id in pooled:
+            continue  # the warm pool holds it (building, stopping or stopped): neither lost nor an orphan
         meeting_id = (instance.tags or {}).get("MeetingID", "")
         status = statuses.get(meeting_id)
-        if status is None:
+        young = instance.launch_time is not None and instance.launch_time > grace
+        if not meeting_id and aws.POOL_TAG in (instance.tags or {}):
+            if young:
+                continue  # a build still recording its instance
+            why, status = "a warm-pool instance the pool does not hold", None
+        elif status is None:
             why = f"meeting {meeting_id or '(untagged)'} unknown"
         elif status in TERMINAL_STATUSES:
             why = f"meeting {status}"
-        elif instance.instance_id not in tracked and instance.launch_time is not None and instance.launch_time <= grace:
+        elif instance.instance_id not in tracked and instance.launch_time is not None and not young:
             why = "no host tracks it"
         else:
             continue

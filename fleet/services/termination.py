@@ -15,6 +15,7 @@ from django.utils import timezone
 from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import host_records_delete
+from fleet.services.planning import boot_samples_record
 from fleet.services.transitions import hosts_transition
 from meetings import services as meeting_services
 from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Meeting
@@ -131,6 +132,8 @@ def hosts_terminate(hosts: list[Host]) -> int:
         to_state=HostState.TERMINATING,
         reason=HostEventReason.TERMINATE_REQUESTED,
     )
+    # A host given up before it was healthy stays in the boot history as censored (it took longer).
+    boot_samples_record(hosts=hosts, now=timezone.now(), censored=True)
     # The records first: a termination that fails is retried or reaped, a record left behind is not.
     host_records_delete(hosts)
     aws.instances_terminate(host.instance_id for host in hosts)

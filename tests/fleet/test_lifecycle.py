@@ -220,6 +220,7 @@ def test_a_bad_link_template_fails_the_meeting_clearly(settings):
 
 
 def test_health_timeout_replaces_the_host_once_then_fails(settings, ec2):
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"  # the fixed ELEPHANT_HEALTH_TIMEOUT (the learned one: test_planning)
     settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"  # never answers
     meeting = launched_meeting()
     run_watchdog()
@@ -296,6 +297,7 @@ def test_a_fault_while_replacing_a_lost_host_loses_no_replacement(ec2, ec2_hook,
 
 
 def test_a_fault_after_a_replacement_times_out_still_fails_the_meeting(settings, ec2, ec2_hook):
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
     settings.ELEPHANT_DCV_URL_TEMPLATE = "http://127.0.0.1:9/{instance_id}/"  # never answers
     meeting = launched_meeting()
     run_watchdog()

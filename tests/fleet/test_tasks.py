@@ -105,6 +105,8 @@ def test_beat_entries_exist_with_expiry():
         "fleet.tasks.fleet_health_sweep_task",
         "fleet.tasks.fleet_termination_sweep_task",
         "fleet.tasks.fleet_reaper_task",
+        "fleet.tasks.fleet_plan_sweep_task",
+        "fleet.tasks.fleet_pool_sweep_task",
     }
     for entry in entries.values():
         assert entry.enabled

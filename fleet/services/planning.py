@@ -1,0 +1,546 @@
+"""Ready at the minute the lesson starts (issue 11): boot history, the learned lead, the plan, admission.
+
+- **Boot history.** Every host records how long it took from its launch to healthy (``Host.boot_seconds``);
+  one that never got there records how long it was given (``boot_censored``). ``boot_estimates_refit``
+  fits a log-normal per (AMI, type, zone, cold/warm) from that history (``fleet.readiness``: censored
+  boots count, recent ones weigh more, a new key starts from ``ELEPHANT_BOOT_PRIOR``) into ``BootEstimate``.
+- **The learned lead.** ``BootModel`` reads the estimates once and answers, per meeting, the lead that
+  makes both hosts ready by ``meet_time`` with ``ELEPHANT_READY_TARGET`` probability, and per host its
+  health timeout (a far quantile of the same distribution).
+- **The plan.** ``fleet_plan_sweep`` (beat) assigns every scheduled meeting of the next
+  ``ELEPHANT_PLAN_HORIZON_HOURS`` its ``launch_at`` backwards from its deadline within the account's
+  RunInstances/StartInstances buckets and vCPU quotas (``fleet.planner``), and marks the meetings the
+  warm pool will serve (``launch_warm``).
+- **Admission.** ``schedule_admit`` (registered with ``meetings.schedule``) refuses a booking the limits
+  cannot serve, naming the nearest start times that can be, and gives each admitted meeting its
+  first ``launch_at``.
+
+``ELEPHANT_LAUNCH_POLICY=fixed`` turns all of it off: ``launch_at`` stays NULL (``meet_time -
+ELEPHANT_LAUNCH_LEAD``) and the health timeout is ``ELEPHANT_HEALTH_TIMEOUT``.
+"""
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Q, Value
+from django.utils import timezone
+
+from fleet import aws, planner, readiness
+from fleet.models import LIVE_HOST_STATES, BootEstimate, DesktopOs, DesktopProfile, Host, PoolInstance, PoolState
+from meetings import windows
+from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
+from meetings.schedule import Admission
+
+logger = logging.getLogger(__name__)
+
+LEARNED = "learned"
+FIXED = "fixed"
+POLICIES = (LEARNED, FIXED)
+# The estimates are refitted at most this often (a fit reads the whole recent history).
+REFIT_EVERY = timedelta(minutes=10)
+# Suggested start times are on this grid, at most this far from the refused one.
+SUGGESTION_STEP = timedelta(minutes=15)
+SUGGESTION_REACH = timedelta(hours=6)
+SUGGESTIONS = 3
+# One advisory lock serialises admissions, so two bookings cannot both take the last room of a slot.
+ADMISSION_LOCK = 0x454C4550  # "ELEP"
+HOSTS_PER_MEETING = 2
+
+
+def learned() -> bool:
+    policy = settings.ELEPHANT_LAUNCH_POLICY
+    if policy not in POLICIES:
+        raise ValueError(f"ELEPHANT_LAUNCH_POLICY must be one of {', '.join(POLICIES)} (got {policy!r})")
+    return policy == LEARNED
+
+
+def pool_enabled() -> bool:
+    return learned() and settings.ELEPHANT_WARM_POOL
+
+
+# --- boot history ---------------------------------------------------------------------------------
+def boot_samples_record(*, hosts: Iterable[Host], now: datetime, censored: bool) -> int:
+    """Record the boot of each host that has an instance and no boot yet: launch -> ``now``; censored
+    (it took longer than that) when it is given up before it became healthy. One update, judged on the
+    rows as they are, not on the objects handed in."""
+    rows = Host.objects.filter(
+        pk__in=[host.pk for host in hosts], boot_seconds__isnull=True, launched_at__isnull=False
+    ).exclude(instance_id="")
+    if censored:
+        rows = rows.filter(healthy_at__isnull=True)
+    elapsed = ExpressionWrapper(Value(now) - F("launched_at"), output_field=DurationField())
+    seconds = Func(elapsed, template="GREATEST(EXTRACT(EPOCH FROM %(expressions)s), 0)", output_field=FloatField())
+    return rows.update(boot_seconds=seconds, boot_censored=censored)
+
+
+def _prior(os: str, warm: bool) -> readiness.Prior:
+    table = settings.ELEPHANT_BOOT_PRIOR
+    median, p95 = table.get(os, table.get(DesktopOs.WINDOWS, {})).get("warm" if warm else "cold", (420, 1200))
+    return readiness.Prior(
+        distribution=readiness.LogNormal.from_median_p95(float(median), float(p95)),
+        weight=settings.ELEPHANT_BOOT_PRIOR_WEIGHT,
+    )
+
+
+def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) -> int:
+    """Fit every key's distribution from the last ``ELEPHANT_BOOT_HISTORY_DAYS`` of boots (one read of the
+    history, one write per key). Skipped when the last fit is younger than ``REFIT_EVERY`` (unless ``force``).
+    Returns the number of keys fitted."""
+    now = now or timezone.now()
+    if not force:
+        last = BootEstimate.objects.order_by("-fitted_at").values_list("fitted_at", flat=True).first()
+        if last is not None and now - last < REFIT_EVERY:
+            return 0
+    since = now - timedelta(days=settings.ELEPHANT_BOOT_HISTORY_DAYS)
+    history = (
+        Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since)
+        .exclude(ami_id="")
+        .values_list(
+            "ami_id", "instance_type", "availability_zone", "warm_start", "boot_seconds", "boot_censored", "launched_at"
+        )
+    )
+    grouped: dict[tuple, list[readiness.BootSample]] = defaultdict(list)
+    for ami, instance_type, zone, warm, seconds, was_censored, launched in history.iterator(chunk_size=5000):
+        age = (now - launched).total_seconds() / 86400
+        grouped[(ami, instance_type, zone, warm)].append(
+            readiness.BootSample(seconds=seconds, censored=was_censored, age_days=age)
+        )
+    os_of_ami = _os_of_amis()
+    for (ami, instance_type, zone, warm), samples in grouped.items():
+        fit = readiness.boot_distribution(
+            samples, prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm), half_life_days=settings.ELEPHANT_BOOT_HALF_LIFE_DAYS
+        )
+        observed = sorted(s.seconds for s in samples if not s.censored)
+        BootEstimate.objects.update_or_create(
+            ami_id=ami,
+            instance_type=instance_type,
+            availability_zone=zone,
+            warm_start=warm,
+            defaults={
+                "mu": fit.mu,
+                "sigma": fit.sigma,
+                "samples": len(samples),
+                "censored": sum(s.censored for s in samples),
+                "observed_p50_seconds": _percentile(observed, 0.50),
+                "observed_p95_seconds": _percentile(observed, 0.95),
+                "fitted_at": now,
+            },
+        )
+    if not grouped:
+        BootEstimate.objects.update(fitted_at=now)
+    return len(grouped)
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _os_of_amis() -> dict[str, str]:
+    """Which OS each AMI runs, from the profiles that name it (the settings' AMI: the default profile's)."""
+    found = {}
+    for profile in DesktopProfile.objects.all():
+        found.setdefault(profile.ami_id or settings.ELEPHANT_AMI_ID, profile.os)
+    return found
+
+
+# --- the model the plan reads ---------------------------------------------------------------------
+@dataclass
+class ProfileLaunch:
+    """What the plan needs of a profile: its image and first type, OS, vCPUs and quota family."""
+
+    name: str
+    os: str
+    ami_id: str
+    instance_type: str
+    pool_max: int
+
+    @property
+    def vcpus(self) -> int:
+        return planner.vcpus_of(self.instance_type)
+
+    @property
+    def family(self) -> str:
+        return planner.quota_family(self.instance_type)
+
+
+@dataclass
+class BootModel:
+    """The estimates and profiles, read once (two queries), answering leads and timeouts."""
+
+    estimates: dict[tuple[str, str, str, bool], readiness.LogNormal] = field(default_factory=dict)
+    profiles: dict[str, ProfileLaunch] = field(default_factory=dict)  # "" is the default profile
+    _leads: dict[tuple[str, bool], timedelta] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> "BootModel":
+        model = cls()
+        for estimate in BootEstimate.objects.all():
+            key = (estimate.ami_id, estimate.instance_type, estimate.availability_zone, estimate.warm_start)
+            model.estimates[key] = estimate.distribution
+        from fleet.profiles import builtin_default_profile
+
+        rows = list(DesktopProfile.objects.all())
+        default = next((p for p in rows if p.is_default), None) or builtin_default_profile()
+        for profile in [*rows, default]:
+            types = profile.instance_type_list or list(settings.ELEPHANT_INSTANCE_TYPES) or [""]
+            launch = ProfileLaunch(
+                name=profile.name,
+                os=profile.os,
+                ami_id=profile.ami_id or settings.ELEPHANT_AMI_ID,
+                instance_type=types[0],
+                pool_max=settings.ELEPHANT_WARM_POOL_MAX if profile.warm_pool_max is None else profile.warm_pool_max,
+            )
+            model.profiles[profile.name] = launch
+            if profile is default:
+                model.profiles[""] = launch
+        return model
+
+    def profile(self, name: str) -> ProfileLaunch:
+        return self.profiles.get(name) or self.profiles[""]
+
+    def distribution(self, *, ami_id: str, instance_type: str, zone: str, warm: bool, os: str) -> readiness.LogNormal:
+        """The key's fit; for a zone without one, the slowest fit of the image and type in any zone; else the prior."""
+        exact = self.estimates.get((ami_id, instance_type, zone, warm))
+        if exact is not None:
+            return exact
+        others = [d for (a, t, _, w), d in self.estimates.items() if (a, t, w) == (ami_id, instance_type, warm)]
+        if others:
+            return max(others, key=lambda d: d.quantile(0.99))
+        return _prior(os, warm).distribution
+
+    def meeting_distribution(self, profile_name: str, warm: bool) -> readiness.LogNormal:
+        profile = self.profile(profile_name)
+        return self.distribution(
+            ami_id=profile.ami_id, instance_type=profile.instance_type, zone="", warm=warm, os=profile.os
+        )
+
+    def lead(self, profile_name: str, warm: bool) -> timedelta:
+        """How long before ``meet_time`` a meeting of this profile launches so both hosts are ready in time."""
+        key = (profile_name, warm)
+        if key not in self._leads:
+            distribution = self.meeting_distribution(profile_name, warm)
+            seconds = readiness.launch_lead(
+                [distribution] * HOSTS_PER_MEETING, target=settings.ELEPHANT_READY_TARGET
+            )
+            self._leads[key] = timedelta(seconds=math.ceil(seconds))
+        return self._leads[key]
+
+    def health_timeout(self, host: Host) -> timedelta:
+        """How long ``host`` may take from launch to healthy before it is replaced."""
+        if not learned():
+            return timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
+        profile = self.profile(host.meeting.desktop_profile if _meeting_loaded(host) else "")
+        distribution = self.distribution(
+            ami_id=host.ami_id or profile.ami_id,
+            instance_type=host.instance_type or profile.instance_type,
+            zone=host.availability_zone,
+            warm=host.warm_start,
+            os=profile.os,
+        )
+        seconds = readiness.health_timeout(
+            distribution,
+            quantile=settings.ELEPHANT_HEALTH_TIMEOUT_QUANTILE,
+            floor_seconds=settings.ELEPHANT_HEALTH_TIMEOUT * 60,
+            cap_seconds=settings.ELEPHANT_HEALTH_TIMEOUT_CAP * 60,
+        )
+        return timedelta(seconds=math.ceil(seconds))
+
+
+def _meeting_loaded(host: Host) -> bool:
+    return Host.meeting.is_cached(host)
+
+
+def health_timeout_of(hosts: Iterable[Host]) -> dict[int, timedelta]:
+    """Each host's health timeout (the model read once: two queries whatever the number of hosts)."""
+    hosts = list(hosts)
+    if not learned():
+        fixed = timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
+        return {host.pk: fixed for host in hosts}
+    model = BootModel.load()
+    return {host.pk: model.health_timeout(host) for host in hosts}
+
+
+# --- limits ---------------------------------------------------------------------------------------
+_quota_cache: dict[str, tuple[datetime, int | None]] = {}
+QUOTA_CACHE = timedelta(hours=6)
+
+
+def limits(*, families: Iterable[str], now: datetime) -> planner.Limits:
+    """The account's limits as the plan uses them: the buckets' refill (times ELEPHANT_PLAN_BUCKET_SHARE)
+    and the vCPU quota per family (ELEPHANT_VCPU_QUOTA, else Service Quotas, cached for six hours)."""
+    quotas = {family: int(value) for family, value in settings.ELEPHANT_VCPU_QUOTA.items()}
+    if settings.ELEPHANT_SERVICE_QUOTAS:
+        for family in set(families) - set(quotas):
+            cached = _quota_cache.get(family)
+            if cached is None or now - cached[0] > QUOTA_CACHE:
+                cached = (now, aws.vcpu_quota(family))
+                _quota_cache[family] = cached
+            if cached[1] is not None:
+                quotas[family] = cached[1]
+    return planner.Limits.from_bucket(
+        refill_per_second=settings.ELEPHANT_RUN_INSTANCES_PER_SECOND,
+        start_refill_per_second=settings.ELEPHANT_START_INSTANCES_PER_SECOND,
+        share=settings.ELEPHANT_PLAN_BUCKET_SHARE,
+        vcpu_quota=quotas,
+    )
+
+
+def _occupied(*, now: datetime, model: BootModel) -> dict[tuple[str, int], int]:
+    """vCPUs of the hosts running now, per family and slot until their meeting's hard stop (one query)."""
+    rows = Host.objects.filter(state__in=LIVE_HOST_STATES, meeting__status__in=ACTIVE_STATUSES).values_list(
+        "instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes"
+    )
+    running = []
+    for instance_type, profile_name, meet_time, duration in rows:
+        instance_type = instance_type or model.profile(profile_name).instance_type
+        until = windows.hard_stop_at(meet_time, duration)
+        running.append((planner.quota_family(instance_type), planner.vcpus_of(instance_type), now, until))
+    return planner.vcpus_running(running)
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Booking:
+    """A meeting as the plan sees it (a scheduled one, or one being booked)."""
+
+    key: str
+    meet_time: datetime
+    duration_minutes: int
+    desktop_profile: str = ""
+    warm: bool = False
+    launch_at: datetime | None = None  # as planned before (None for one being booked)
+
+
+def _demand(booking: Booking, *, model: BootModel, now: datetime) -> planner.Demand:
+    profile = model.profile(booking.desktop_profile)
+    deadline = booking.meet_time - model.lead(booking.desktop_profile, booking.warm)
+    earliest = max(now, booking.meet_time - timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD))
+    return planner.Demand(
+        key=booking.key,
+        # Booked at short notice: launch at once (the desktops are late, but as early as they can be).
+        deadline=max(deadline, earliest),
+        earliest=earliest,
+        end=windows.hard_stop_at(booking.meet_time, booking.duration_minutes),
+        instances=HOSTS_PER_MEETING,
+        vcpus_per_instance=profile.vcpus,
+        family=profile.family,
+        bucket=planner.START if booking.warm else planner.RUN,
+    )
+
+
+@dataclass
+class _Context:
+    """What every plan of one sweep or one booking shares: the model, the limits, the running vCPUs."""
+
+    model: BootModel
+    now: datetime
+    _limits: planner.Limits | None = None
+    _occupied: dict | None = None
+
+    @property
+    def limits(self) -> planner.Limits:
+        if self._limits is None:
+            families = {p.family for p in self.model.profiles.values()}
+            self._limits = limits(families=families, now=self.now)
+        return self._limits
+
+    @property
+    def occupied(self) -> dict:
+        if self._occupied is None:
+            self._occupied = _occupied(now=self.now, model=self.model)
+        return self._occupied
+
+
+def _plan(bookings: list[Booking], *, context: _Context) -> planner.Plan:
+    demands = [_demand(booking, model=context.model, now=context.now) for booking in bookings]
+    return planner.plan_launches(demands, context.limits, occupied=context.occupied)
+
+
+def _scheduled(*, since: datetime, until: datetime, exclude: Iterable[str] = ()) -> list[Booking]:
+    rows = (
+        Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gte=since, meet_time__lte=until)
+        .exclude(pk__in=list(exclude))
+        .values_list("pk", "meet_time", "duration_minutes", "desktop_profile", "launch_warm", "launch_at")
+    )
+    return [Booking(*row) for row in rows]
+
+
+def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) -> list[Booking]:
+    """Mark the meetings the warm pool can serve: its ready (stopped) instances go to the earliest
+    meetings of their profile, and instances still building to meetings late enough for the build to
+    finish first (one query)."""
+    if not pool_enabled():
+        return [Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings]
+    stock: dict[str, dict[str, int]] = defaultdict(lambda: {"ready": 0, "building": 0})
+    for profile_id, state in PoolInstance.objects.held().values_list("profile__name", "state"):
+        stock[profile_id]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += 1
+    covered = []
+    for booking in sorted(bookings, key=lambda b: (b.meet_time, b.key)):
+        profile = model.profile(booking.desktop_profile)
+        have = stock[profile.name]
+        warm = False
+        if have["ready"] >= HOSTS_PER_MEETING:
+            have["ready"] -= HOSTS_PER_MEETING
+            warm = True
+        elif have["ready"] + have["building"] >= HOSTS_PER_MEETING:
+            built_by = now + model.lead(booking.desktop_profile, False)
+            if booking.meet_time - model.lead(booking.desktop_profile, True) >= built_by:
+                from_ready = have["ready"]
+                have["ready"] = 0
+                have["building"] -= HOSTS_PER_MEETING - from_ready
+                warm = True
+        covered.append(
+            Booking(booking.key, booking.meet_time, booking.duration_minutes, booking.desktop_profile, warm, booking.launch_at)
+        )
+    return covered
+
+
+@dataclass
+class PlanResult:
+    planned: int = 0
+    changed: int = 0
+    unplaceable: list[str] = field(default_factory=list)
+
+
+def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
+    """Refit the boot estimates when due, then plan every scheduled meeting of the horizon and write
+    the ``launch_at`` / ``launch_warm`` that changed (a constant number of queries)."""
+    now = now or timezone.now()
+    result = PlanResult()
+    if not learned():
+        return result
+    boot_estimates_refit(now=now)
+    model = BootModel.load()
+    bookings = _scheduled(since=now - timedelta(hours=1), until=now + timedelta(hours=settings.ELEPHANT_PLAN_HORIZON_HOURS))
+    was_warm = {booking.key: booking.warm for booking in bookings}
+    bookings = _pool_coverage(bookings, model=model, now=now)
+    context = _Context(model=model, now=now)
+    plan = _plan(bookings, context=context)
+    result.planned = len(bookings)
+    result.unplaceable = list(plan.refused)
+    changed = []
+    for booking in bookings:
+        # A meeting the limits cannot place launches as early as it may (its launch is throttled, not dropped).
+        launch_at = plan.launch_at.get(booking.key) or _demand(booking, model=model, now=now).earliest
+        if (booking.launch_at, was_warm[booking.key]) != (launch_at, booking.warm):
+            changed.append(Meeting(pk=booking.key, launch_at=launch_at, launch_warm=booking.warm))
+    if changed:
+        Meeting.objects.bulk_update(changed, ["launch_at", "launch_warm"], batch_size=500)
+    result.changed = len(changed)
+    if plan.refused:
+        logger.warning("the plan could not place %d meetings within the limits: %s", len(plan.refused), plan.refused[:10])
+    return result
+
+
+# --- admission at booking ------------------------------------------------------------------------------
+def _window(meet_time: datetime, duration_minutes: int) -> tuple[datetime, datetime]:
+    """The meetings whose launches or running hosts can compete with one at ``meet_time``."""
+    reach = timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD)
+    longest = timedelta(minutes=settings.ELEPHANT_MAX_DURATION_MINUTES + settings.ELEPHANT_OVERRUN_GRACE)
+    end = windows.hard_stop_at(meet_time, duration_minutes)
+    return meet_time - reach - longest, end + reach
+
+
+def _admits(candidate: Booking, *, context: _Context, others: list[Booking]) -> datetime | None:
+    """The launch time the plan gives ``candidate`` among ``others``, or None when adding it would leave
+    a meeting without room (the candidate or one already admitted)."""
+    with_it = _plan([*others, candidate], context=context)
+    if candidate.key in with_it.refused:
+        return None
+    if with_it.refused and len(with_it.refused) > len(_plan(others, context=context).refused):
+        return None
+    return with_it.launch_at[candidate.key]
+
+
+def schedule_admit(
+    *, starts: list[datetime], duration_minutes: int, desktop_profile: str = "", exclude_meeting_id: str = ""
+) -> list[Admission]:
+    """Admit bookings (one per start, as a weekly series gives) or raise ``ValidationError`` on
+    ``meet_time`` naming the nearest start times the limits can serve.
+
+    Runs inside the booking's transaction: an advisory lock makes concurrent bookings take turns, so
+    two cannot both take the last room of a slot. Under the ``fixed`` policy everything is admitted
+    with no ``launch_at`` (``meet_time - ELEPHANT_LAUNCH_LEAD``).
+    """
+    if not learned():
+        return [Admission(launch_at=None) for _ in starts]
+    now = timezone.now()
+    if connection.in_atomic_block and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK])
+    context = _Context(model=BootModel.load(), now=now)
+    admitted = []
+    booked: list[Booking] = []
+    exclude = [exclude_meeting_id] if exclude_meeting_id else []
+    for index, start in enumerate(starts):
+        candidate = Booking(f"new-{index}", start, duration_minutes, desktop_profile)
+        since, until = _window(start, duration_minutes)
+        others = [*_scheduled(since=since, until=until, exclude=exclude), *booked]
+        others = [b for b in others if since <= b.meet_time <= until]
+        launch_at = _admits(candidate, context=context, others=others)
+        if launch_at is None:
+            raise ValidationError(
+                {"meet_time": [_refusal(start, duration_minutes, desktop_profile, context=context, exclude=exclude)]}
+            )
+        booked.append(candidate)
+        admitted.append(Admission(launch_at=launch_at))
+    return admitted
+
+
+def _refusal(start: datetime, duration_minutes: int, desktop_profile: str, *, context: _Context, exclude: list[str]) -> str:
+    suggestions = nearest_free_starts(start, duration_minutes, desktop_profile, context=context, exclude=exclude)
+    when = start.strftime("%Y-%m-%d %H:%M UTC")
+    if not suggestions:
+        return (
+            f"No desktops can be ready for {when}: the account's EC2 launch limits are taken by other lessons, "
+            f"and no start within {SUGGESTION_REACH.total_seconds() / 3600:g} hours is free. Pick another day."
+        )
+    listed = ", ".join(s.strftime("%Y-%m-%d %H:%M UTC") for s in suggestions)
+    return (
+        f"No desktops can be ready for {when}: the account's EC2 launch limits are taken by other lessons "
+        f"at that time. The nearest start times with desktops free: {listed}."
+    )
+
+
+def nearest_free_starts(
+    start: datetime,
+    duration_minutes: int,
+    desktop_profile: str = "",
+    *,
+    context: _Context | None = None,
+    exclude: list[str] | None = None,
+    count: int = SUGGESTIONS,
+) -> list[datetime]:
+    """The start times nearest to ``start`` (on a 15-minute grid, before or after, none in the past)
+    that the limits can serve (one read of the meetings around them)."""
+    if context is None:
+        context = _Context(model=BootModel.load(), now=timezone.now())
+    base = start.replace(second=0, microsecond=0)
+    base -= timedelta(minutes=base.minute % 15)
+    offsets = [timedelta(0)] if base != start else []
+    for step in range(1, int(SUGGESTION_REACH / SUGGESTION_STEP) + 1):
+        offsets += [step * SUGGESTION_STEP, -step * SUGGESTION_STEP]
+    lo = _window(start - SUGGESTION_REACH, duration_minutes)[0]
+    hi = _window(start + SUGGESTION_REACH, duration_minutes)[1]
+    everything = _scheduled(since=lo, until=hi, exclude=exclude or [])
+    found: list[datetime] = []
+    for offset in offsets:
+        moment = base + offset
+        if moment <= context.now or moment == start:
+            continue
+        since, until = _window(moment, duration_minutes)
+        others = [b for b in everything if since <= b.meet_time <= until]
+        if _admits(Booking("suggestion", moment, duration_minutes, desktop_profile), context=context, others=others):
+            found.append(moment)
+            if len(found) == count:
+                break
+    return sorted(found)

@@ -1,0 +1,305 @@
+"""The warm pool (issue 11): per desktop profile, stopped instances that booted fully once.
+
+Starting a stopped, configured instance serves in about a minute where a cold Windows launch takes
+many (EC2 Auto Scaling warm pools do the same; hibernation is not supported on the GPU families, so
+the pool holds stopped instances, billed only for their volumes).
+
+- **Build** (``fleet_pool_sweep``, beat): an instance is launched with the profile's image and a
+  boot script that lets either role's DCV user in (``profiles.pool_launch_spec``), runs its first
+  boot (sysprep, the boot script, the attestation: ``fleet.attest.instance_attested``), and is
+  stopped: BUILDING -> STOPPING -> READY. A build that does not attest within
+  ``ELEPHANT_HEALTH_TIMEOUT_CAP`` minutes is terminated (FAILED).
+- **Size**: twice the SCHEDULED meetings of the profile in the next ``ELEPHANT_WARM_POOL_HORIZON_HOURS``
+  plus ``ELEPHANT_WARM_POOL_SPARE`` for late bookings, at most the profile's ``warm_pool_max``
+  (blank: ``ELEPHANT_WARM_POOL_MAX``). Builds draw on the RunInstances budget the launch plan leaves
+  in the current minute. READY instances beyond the size, older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS``
+  or of an image or type the profile no longer names are terminated.
+- **Assign** (``pool_instance_start``, from ``host_launch`` for a meeting planned warm or a
+  replacement host): the oldest READY instance is claimed (READY -> ASSIGNED, row-locked with SKIP
+  LOCKED so concurrent launches take different ones), tagged as the host's (CreateTags: the reaper
+  and ``instance_find_live`` then know it as the host's), and started (StartInstances). Single use:
+  it ends with its meeting like any host. A capacity error on start puts it back (READY, host tags
+  removed) and the host falls back to a cold launch; a throttled start puts it back and raises, so
+  the launch is retried.
+- **Off** (``ELEPHANT_WARM_POOL`` false, or the ``fixed`` policy): the sweep drains the pool.
+"""
+
+import hashlib
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from fleet import aws, locks, profiles
+from fleet.models import DesktopProfile, Host, PoolInstance, PoolState
+from fleet.services import planning
+from meetings.models import Meeting, MeetingStatus
+
+logger = logging.getLogger(__name__)
+
+# A build whose RunInstances never recorded an instance (a crash in between) is given up after this.
+BUILD_CLAIM_LEASE = timedelta(minutes=5)
+HOST_TAG_KEYS = ("MeetingID", "Role", "Generation")
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    instance: aws.Instance
+    attested_at: datetime | None
+
+
+def warm_start_wanted(*, host: Host) -> bool:
+    """A host starts from the pool when the pool is on and its meeting was planned warm, or it
+    replaces a host that failed (the fastest way to a second chance)."""
+    return planning.pool_enabled() and (host.meeting.launch_warm or host.generation > 1)
+
+
+def pool_instance_start(*, host: Host, spec: aws.LaunchSpec, now: datetime | None = None) -> WarmStart | None:
+    """Start a READY pool instance of the host's profile as the host's instance; None when the pool
+    has none (or EC2 has no capacity to start it): the caller launches cold."""
+    now = now or timezone.now()
+    profile = profiles.desktop_profile_resolve(host.meeting.desktop_profile)
+    if profile.pk is None:
+        return None
+    with transaction.atomic():
+        claimed = locks.pool_instance_claim(
+            host_id=host.pk, profile_id=profile.pk, ami_id=spec.image_id, instance_types=spec.instance_types
+        )
+        if claimed is None:
+            return None
+        if claimed.state == PoolState.READY:
+            PoolInstance.objects.filter(pk=claimed.pk).update(state=PoolState.ASSIGNED, host=host, assigned_at=now)
+    names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
+    try:
+        aws.tags_create([claimed.instance_id], aws.instance_tags(**names))
+        aws.instance_start(claimed.instance_id)
+    except aws.AwsCapacityError as exc:
+        logger.warning("warm start of %s for host %s: %s; launching cold", claimed.instance_id, host.pk, exc)
+        _release(claimed, error=str(exc), profile=profile)
+        return None
+    except aws.AwsTransientError as exc:
+        _release(claimed, error=str(exc), profile=profile)
+        raise
+    except aws.AwsError as exc:
+        # Not startable (EC2 says it is not stopped, or it is gone): out of the pool; launch cold.
+        logger.warning("warm start of %s for host %s refused: %s; launching cold", claimed.instance_id, host.pk, exc)
+        _retire([claimed], state=PoolState.FAILED, error=str(exc), now=now)
+        return None
+    instance = aws.Instance(
+        instance_id=claimed.instance_id,
+        state="pending",
+        instance_type=claimed.instance_type,
+        availability_zone=claimed.availability_zone,
+        launch_time=now,
+    )
+    return WarmStart(instance=instance, attested_at=claimed.attested_at)
+
+
+def _release(pool_instance: PoolInstance, *, error: str, profile: DesktopProfile) -> None:
+    """Back to READY after a start that did not happen (its host tags removed, best effort: the
+    reaper knows a held pool instance whatever its tags)."""
+    try:
+        aws.tags_delete([pool_instance.instance_id], HOST_TAG_KEYS)
+        aws.tags_create([pool_instance.instance_id], aws.pool_tags(profile=profile.name)[:1])
+    except aws.AwsError as exc:
+        logger.warning("could not restore the pool tags of %s: %s", pool_instance.instance_id, exc)
+    PoolInstance.objects.filter(pk=pool_instance.pk, state=PoolState.ASSIGNED).update(
+        state=PoolState.READY, host=None, assigned_at=None, last_error=error[:2000]
+    )
+
+
+# --- the sweep ---------------------------------------------------------------------------------------
+@dataclass
+class PoolSweepResult:
+    built: int = 0
+    stopped: int = 0
+    ready: int = 0
+    retired: int = 0
+    failed: int = 0
+
+
+def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
+    """Follow the builds, stop the attested, retire what is not wanted, build what is missing.
+    A constant number of queries and batched AWS calls (one RunInstances per build)."""
+    now = now or timezone.now()
+    result = PoolSweepResult()
+    enabled = planning.pool_enabled()
+    rows = list(
+        PoolInstance.objects.filter(
+            state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
+        ).select_related("profile")
+    )
+    if not rows and not enabled:
+        return result
+    _follow(rows, now=now, result=result)
+    wanted = _wanted(now=now) if enabled else {}
+    held = [r for r in rows if r.state in (PoolState.BUILDING, PoolState.STOPPING, PoolState.READY)]
+    retire = [r for r in rows if r.state == PoolState.RETIRING]
+    max_age = timedelta(hours=settings.ELEPHANT_WARM_POOL_MAX_AGE_HOURS)
+    counts: Counter = Counter()
+    for row in sorted(held, key=lambda r: (r.state != PoolState.READY, r.launched_at), reverse=True):
+        # Newest first: the oldest READY ones are the ones beyond the size.
+        spec_ami, spec_types = _profile_image(row.profile)
+        stale = row.ami_id != spec_ami or (row.instance_type and row.instance_type not in spec_types)
+        too_old = now - row.launched_at > max_age
+        if row.state == PoolState.READY and (stale or too_old or counts[row.profile_id] >= wanted.get(row.profile_id, 0)):
+            retire.append(row)
+        else:
+            counts[row.profile_id] += 1
+    if retire:
+        result.retired += _retire(retire, state=PoolState.RETIRED, error="", now=now)
+    if enabled:
+        _build(wanted=wanted, have=counts, now=now, result=result)
+    return result
+
+
+def _profile_image(profile: DesktopProfile) -> tuple[str, tuple[str, ...]]:
+    types = tuple(profile.instance_type_list or settings.ELEPHANT_INSTANCE_TYPES)
+    return profile.ami_id or settings.ELEPHANT_AMI_ID, types
+
+
+def _follow(rows: list[PoolInstance], *, now: datetime, result: PoolSweepResult) -> None:
+    """BUILDING -> STOPPING once attested (StopInstances), STOPPING -> READY once EC2 says stopped;
+    a build that never attested, or an instance EC2 lost, is given up."""
+    moving = [r for r in rows if r.state in (PoolState.BUILDING, PoolState.STOPPING) and r.instance_id]
+    described, missing = aws.instances_describe(r.instance_id for r in moving) if moving else ({}, set())
+    build_timeout = timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT_CAP)
+    to_stop, to_ready, failed = [], [], []
+    for row in rows:
+        instance = described.get(row.instance_id)
+        gone = row.instance_id in missing or (instance is not None and instance.state in ("shutting-down", "terminated"))
+        if row.state == PoolState.BUILDING:
+            if not row.instance_id:
+                if now - row.launched_at > BUILD_CLAIM_LEASE:
+                    failed.append((row, "RunInstances never recorded an instance"))
+            elif gone:
+                failed.append((row, f"EC2 lost it ({instance.state if instance else 'not found'})"))
+            elif row.attested_at is not None:
+                to_stop.append(row)
+            elif now - row.launched_at > build_timeout:
+                failed.append((row, f"did not attest within {settings.ELEPHANT_HEALTH_TIMEOUT_CAP} minutes"))
+        elif row.state == PoolState.STOPPING:
+            if gone:
+                failed.append((row, f"EC2 lost it ({instance.state if instance else 'not found'})"))
+            elif instance is not None and instance.state == "stopped":
+                to_ready.append(row)
+    if to_stop:
+        aws.instances_stop(r.instance_id for r in to_stop)
+        PoolInstance.objects.filter(pk__in=[r.pk for r in to_stop], state=PoolState.BUILDING).update(
+            state=PoolState.STOPPING
+        )
+        for row in to_stop:
+            row.state = PoolState.STOPPING
+        result.stopped += len(to_stop)
+    if to_ready:
+        PoolInstance.objects.filter(pk__in=[r.pk for r in to_ready], state=PoolState.STOPPING).update(
+            state=PoolState.READY, stopped_at=now
+        )
+        for row in to_ready:
+            row.state, row.stopped_at = PoolState.READY, now
+        result.ready += len(to_ready)
+    for row, error in failed:
+        logger.warning("warm-pool instance %s failed: %s", row.instance_id or row.client_token, error)
+    if failed:
+        result.failed += _retire([row for row, _ in failed], state=PoolState.FAILED, error="; ".join({e for _, e in failed}), now=now)
+
+
+def _retire(rows: list[PoolInstance], *, state: str, error: str, now: datetime) -> int:
+    """Terminate pool instances (RETIRING until EC2 took the request, then ``state``)."""
+    pks = [r.pk for r in rows]
+    PoolInstance.objects.filter(pk__in=pks).update(state=PoolState.RETIRING, last_error=error[:2000])
+    for row in rows:
+        row.state = PoolState.RETIRING
+    ids = [r.instance_id for r in rows if r.instance_id]
+    if ids:
+        try:
+            aws.instances_terminate(ids)
+        except aws.AwsError as exc:
+            logger.warning("could not terminate %d warm-pool instances (%s); the next sweep retries", len(ids), exc)
+            return 0
+    PoolInstance.objects.filter(pk__in=pks, state=PoolState.RETIRING).update(state=state, retired_at=now)
+    for row in rows:
+        row.state = state
+    return len(rows)
+
+
+def _wanted(*, now: datetime) -> dict[int, int]:
+    """Profile id -> pool size: twice its SCHEDULED meetings of the horizon, plus the spare, within its max."""
+    horizon = now + timedelta(hours=settings.ELEPHANT_WARM_POOL_HORIZON_HOURS)
+    upcoming = dict(
+        Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gt=now, meet_time__lte=horizon)
+        .values_list("desktop_profile")
+        .annotate(n=Count("pk"))
+        .values_list("desktop_profile", "n")
+    )
+    wanted = {}
+    for profile in DesktopProfile.objects.filter(is_active=True):
+        meetings = upcoming.get(profile.name, 0) + (upcoming.get("", 0) if profile.is_default else 0)
+        limit = settings.ELEPHANT_WARM_POOL_MAX if profile.warm_pool_max is None else profile.warm_pool_max
+        size = planning.HOSTS_PER_MEETING * meetings + settings.ELEPHANT_WARM_POOL_SPARE if meetings else 0
+        wanted[profile.pk] = min(limit, size)
+    return wanted
+
+
+def _build(*, wanted: dict[int, int], have: Counter, now: datetime, result: PoolSweepResult) -> None:
+    """Launch what the pool lacks, within the RunInstances budget the launch plan leaves this minute."""
+    deficits = {pk: size - have[pk] for pk, size in wanted.items() if size > have[pk]}
+    if not deficits:
+        return
+    budget = _build_budget(now=now)
+    profiles_by_pk = DesktopProfile.objects.in_bulk(list(deficits))
+    for pk, deficit in sorted(deficits.items()):
+        profile = profiles_by_pk[pk]
+        spec = profiles.pool_launch_spec(profile=profile)
+        for index in range(min(deficit, budget)):
+            if not _build_one(profile=profile, spec=spec, rotation=("teacher", "student")[index % 2], now=now):
+                return  # out of capacity, throttled or refused: the next sweep tries again
+            budget -= 1
+            result.built += 1
+        if budget <= 0:
+            return
+
+
+def _build_budget(*, now: datetime) -> int:
+    """RunInstances calls the plan does not use in the current minute (cold launches planned in it)."""
+    per_slot = planning.limits(families=(), now=now).launches_per_slot
+    planned = Meeting.objects.filter(
+        status=MeetingStatus.SCHEDULED, launch_warm=False, launch_at__gte=now, launch_at__lt=now + timedelta(minutes=1)
+    ).count()
+    return max(0, per_slot - planning.HOSTS_PER_MEETING * planned)
+
+
+def _build_one(*, profile: DesktopProfile, spec: aws.LaunchSpec, rotation: str, now: datetime) -> bool:
+    token = uuid.uuid4().hex
+    row = PoolInstance.objects.create(
+        profile=profile, client_token=token, state=PoolState.BUILDING, ami_id=spec.image_id, launched_at=now
+    )
+
+    def token_for(candidate: aws.LaunchCandidate) -> str:
+        where = hashlib.sha256(f"{candidate.instance_type}|{candidate.where}".encode()).hexdigest()[:16]
+        return f"pool-{token}-{where}"
+
+    try:
+        instance = aws.instance_launch(
+            tags=aws.pool_tags(profile=profile.name),
+            token_for=token_for,
+            what=f"the warm pool of {profile.name}",
+            rotation=rotation,
+            spec=spec,
+        )
+    except aws.AwsError as exc:
+        PoolInstance.objects.filter(pk=row.pk).update(state=PoolState.FAILED, retired_at=now, last_error=str(exc)[:2000])
+        logger.warning("warm-pool build for %s: %s", profile.name, exc)
+        return False
+    PoolInstance.objects.filter(pk=row.pk).update(
+        instance_id=instance.instance_id,
+        instance_type=instance.instance_type,
+        availability_zone=instance.availability_zone,
+    )
+    return True
