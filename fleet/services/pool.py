@@ -148,7 +148,8 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
         spec_ami, spec_types = _profile_image(row.profile)
         stale = row.ami_id != spec_ami or (row.instance_type and row.instance_type not in spec_types)
         too_old = now - row.launched_at > max_age
-        if row.state == PoolState.READY and (stale or too_old or counts[row.profile_id] >= wanted.get(row.profile_id, 0)):
+        beyond = counts[row.profile_id] >= wanted.get(row.profile_id, 0)
+        if not enabled or (row.state == PoolState.READY and (stale or too_old or beyond)):
             retire.append(row)
         else:
             counts[row.profile_id] += 1

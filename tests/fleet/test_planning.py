@@ -1,0 +1,272 @@
+"""Issue 11 end to end on the real database and the local EC2: boot history with censoring, the plan
+under a tight RunInstances bucket, admission refusal (service and API), warm-pool assignment and the
+fallback from a failed warm start."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+from django.test import Client
+
+from fleet import services
+from fleet.models import BootEstimate, DesktopProfile, Host, HostState, PoolInstance, PoolState
+from fleet.services import planning
+from meetings.apikeys import api_key_create
+from meetings.models import Meeting, MeetingStatus, UsagePlan
+from meetings.services import meeting_schedule
+from tests.factories import make_host, make_meeting
+from tests.fleet.conftest import aws_error
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
+def book(meet_time, **fields):
+    return meeting_schedule(teacher_name="Tina", student_name="Stu", meet_time=meet_time, actor="test", **fields)
+
+
+# --- boot history ------------------------------------------------------------------------------
+def _booted(meeting, role, seconds, *, censored=False, ami="ami-0history"):
+    return make_host(
+        meeting,
+        role,
+        state=HostState.TERMINATED,
+        instance_id=f"i-{abs(hash((meeting.pk, role))) % 10**12:012x}",
+        ami_id=ami,
+        instance_type="g4dn.xlarge",
+        availability_zone="us-west-2a",
+        launched_at=NOW - timedelta(hours=1),
+        boot_seconds=seconds,
+        boot_censored=censored,
+    )
+
+
+def test_timed_out_boots_count_as_censored_and_push_the_learned_lead_up(frozen, settings):
+    settings.ELEPHANT_AMI_ID = "ami-0history"
+    for n in range(20):
+        meeting = make_meeting(meet_time=NOW - timedelta(hours=1, minutes=n))
+        _booted(meeting, "teacher", 300 + n)
+        _booted(meeting, "student", 310 + n)
+    planning.boot_estimates_refit(now=NOW, force=True)
+    (quick,) = BootEstimate.objects.all()
+    lead_before = planning.BootModel.load().lead("", False)
+    assert quick.samples == 40 and quick.censored == 0
+    assert 290 < quick.distribution.median < 330
+
+    # Ten more hosts gave up after 600 s: they are not dropped, they say "longer than 600 s".
+    for n in range(5):
+        meeting = make_meeting(meet_time=NOW - timedelta(hours=2, minutes=n))
+        _booted(meeting, "teacher", 600, censored=True)
+        _booted(meeting, "student", 600, censored=True)
+    planning.boot_estimates_refit(now=NOW, force=True)
+    (slow,) = BootEstimate.objects.all()
+    assert slow.censored == 10 and slow.samples == 50
+    assert slow.distribution.quantile(0.9) > 600  # a fit that dropped them would put p90 near 330 s
+    assert planning.BootModel.load().lead("", False) > lead_before
+
+
+def test_a_host_given_up_before_healthy_records_a_censored_boot(frozen):
+    meeting = make_meeting(meet_time=NOW + timedelta(minutes=5), status=MeetingStatus.LAUNCHED)
+    host = make_host(
+        meeting, "teacher", state=HostState.BOOTING, instance_id="i-0abc", launched_at=NOW - timedelta(seconds=700)
+    )
+    healthy = make_host(
+        meeting, "student", instance_id="i-0def", launched_at=NOW - timedelta(seconds=900), healthy_at=NOW
+    )
+    services.hosts_terminate([host, healthy])
+    host.refresh_from_db()
+    healthy.refresh_from_db()
+    assert (host.boot_seconds, host.boot_censored) == (700, True)
+    assert healthy.boot_seconds is None  # it was healthy: its boot is not a timeout
+
+
+def test_a_healthy_host_records_its_boot_and_first_dcv_answer(settings, strict):
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2))
+    services.meeting_launch(meeting_id=meeting.pk)
+    result = services.fleet_watchdog_sweep()
+    for host_id, address, zone in result.running:
+        services.host_running(host_id=host_id, address=address, availability_zone=zone)
+    Host.objects.filter(meeting=meeting).update(attested_at=datetime.now(UTC))
+    services.fleet_health_sweep()
+    hosts = list(Host.objects.filter(meeting=meeting))
+    assert {h.state for h in hosts} == {HostState.HEALTHY}
+    for host in hosts:
+        assert host.ami_id == settings.ELEPHANT_AMI_ID and host.ec2_launch_time is not None
+        assert host.dcv_answered_at is not None and host.boot_seconds is not None and not host.boot_censored
+
+
+# --- the plan -------------------------------------------------------------------------------------
+def test_a_tight_bucket_spreads_a_crowded_start_over_earlier_minutes(frozen, settings):
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"  # book without admission, then plan
+    start = NOW + timedelta(hours=3)
+    meetings = [book(start) for _ in range(10)]
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    settings.ELEPHANT_RUN_INSTANCES_PER_SECOND = 0.05  # 3 a minute; at the 0.8 share: 2, one meeting
+    result = services.fleet_plan_sweep(now=NOW)
+    assert result.planned == 10 and result.changed == 10 and not result.unplaceable
+    launches = sorted(Meeting.objects.filter(pk__in=[m.pk for m in meetings]).values_list("launch_at", flat=True))
+    deadline = start - planning.BootModel.load().lead("", False)
+    assert len(set(launches)) == 10  # one meeting per minute
+    assert launches[-1] <= deadline and launches[0] >= deadline - timedelta(minutes=10)
+    # The launch sweep selects by launch_at: only the first is due at its minute.
+    assert services.fleet_launch_sweep(now=launches[0]) == [
+        m.pk for m in Meeting.objects.filter(launch_at=launches[0])
+    ]
+    assert services.fleet_plan_sweep(now=NOW).changed == 0  # a second sweep writes nothing
+
+
+def test_the_plan_sweep_is_a_constant_number_of_queries(frozen, settings, django_assert_max_num_queries):
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
+    for n in range(30):
+        book(NOW + timedelta(hours=2, minutes=n))
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    with django_assert_max_num_queries(12):
+        services.fleet_plan_sweep(now=NOW)
+
+
+# --- admission ----------------------------------------------------------------------------------
+def test_a_booking_the_quota_cannot_serve_is_refused_naming_free_times(frozen, settings):
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 8}  # one meeting's two g4dn.xlarge at a time
+    start = NOW + timedelta(days=1)
+    first = book(start)
+    assert first.launch_at is not None and first.launch_at < start
+    with pytest.raises(ValidationError) as refused:
+        book(start + timedelta(minutes=30))
+    (message,) = refused.value.message_dict["meet_time"]
+    assert "No desktops can be ready for 2026-12-08 12:30 UTC" in message
+    assert "nearest start times" in message
+    suggested = message.split("free: ")[1].rstrip(".").split(", ")
+    assert suggested and all(s.endswith("UTC") for s in suggested)
+    moment = datetime.strptime(suggested[0], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    assert book(moment).launch_at is not None  # the first suggestion is bookable
+    assert Meeting.objects.count() == 2
+
+
+def test_the_api_refuses_with_the_same_message(frozen, settings):
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 8}
+    book(NOW + timedelta(days=1))
+    key = api_key_create(name="acme", plan=UsagePlan.objects.create(name="p", rate_per_second=10, burst=10, daily_quota=100))
+    response = Client().post(
+        "/api/v1/meetings",
+        data=json.dumps({"teacher_name": "T", "student_name": "S", "meet_time": "2026-12-08T12:00:00Z"}),
+        content_type="application/json",
+        headers={"Authorization": f"Api-Key {key[1]}"},
+    )
+    assert response.status_code == 400
+    assert "nearest start times" in json.dumps(response.json())
+    assert Meeting.objects.count() == 1
+
+
+def test_under_the_fixed_policy_everything_is_admitted_without_launch_at(frozen, settings):
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 8}
+    meetings = [book(NOW + timedelta(days=1)) for _ in range(3)]
+    assert [m.launch_at for m in meetings] == [None] * 3
+
+
+# --- the warm pool --------------------------------------------------------------------------------
+def _pool_instance(ec2, settings, state="stopped"):
+    answer = ec2.run_instances(ImageId=settings.ELEPHANT_AMI_ID, InstanceType="g4dn.xlarge", MinCount=1, MaxCount=1)
+    instance_id = answer["Instances"][0]["InstanceId"]
+    ec2.create_tags(
+        Resources=[instance_id],
+        Tags=[
+            {"Key": "ElephantPool", "Value": "default"},
+            {"Key": "Project", "Value": "Elephant"},
+            {"Key": "ElephantDeployment", "Value": settings.ELEPHANT_DEPLOYMENT},
+        ],
+    )
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[instance_id])
+    return PoolInstance.objects.create(
+        profile=DesktopProfile.objects.default(),
+        instance_id=instance_id,
+        state=PoolState.READY,
+        client_token=f"pool-{instance_id}",
+        ami_id=settings.ELEPHANT_AMI_ID,
+        instance_type="g4dn.xlarge",
+        availability_zone="us-west-2a",
+        attested_at=datetime.now(UTC) - timedelta(hours=1),
+        stopped_at=datetime.now(UTC) - timedelta(minutes=50),
+    )
+
+
+def _state(ec2, instance_id):
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def test_a_warm_meeting_starts_pool_instances_tagged_as_its_hosts(settings, ec2):
+    settings.ELEPHANT_WARM_POOL = True
+    pooled = [_pool_instance(ec2, settings) for _ in range(2)]
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
+    services.meeting_launch(meeting_id=meeting.pk)
+    hosts = {h.role: h for h in Host.objects.filter(meeting=meeting)}
+    assert {h.instance_id for h in hosts.values()} == {p.instance_id for p in pooled}
+    for role, host in hosts.items():
+        assert host.warm_start and host.attested_at is not None and host.state == HostState.BOOTING
+        described = _state(ec2, host.instance_id)
+        assert described["State"]["Name"] in ("pending", "running")
+        tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+        assert tags["MeetingID"] == meeting.pk and tags["Role"] == role
+    assert set(PoolInstance.objects.values_list("state", flat=True)) == {PoolState.ASSIGNED}
+    # The reaper leaves them alone: they are the hosts' now.
+    assert services.fleet_reap().terminated == []
+
+
+def test_a_failed_warm_start_falls_back_to_a_cold_launch_and_keeps_the_pool_instance(settings, ec2, ec2_hook):
+    settings.ELEPHANT_WARM_POOL = True
+    pooled = _pool_instance(ec2, settings)
+    ec2_hook.on(
+        "before-send.ec2.StartInstances",
+        lambda **_: aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.", 500),
+    )
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
+    services.meeting_launch(meeting_id=meeting.pk)
+    hosts = list(Host.objects.filter(meeting=meeting))
+    assert len(hosts) == 2 and all(h.instance_id and not h.warm_start for h in hosts)
+    assert pooled.instance_id not in {h.instance_id for h in hosts}
+    pooled.refresh_from_db()
+    assert pooled.state == PoolState.READY and pooled.host is None and "capacity" in pooled.last_error
+    assert _state(ec2, pooled.instance_id)["State"]["Name"] == "stopped"
+    tags = {t["Key"] for t in _state(ec2, pooled.instance_id)["Tags"]}
+    assert "MeetingID" not in tags
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.LAUNCHED
+
+
+def test_the_reaper_spares_held_pool_instances_and_reaps_ones_the_pool_does_not_hold(settings, ec2, frozen):
+    held = _pool_instance(ec2, settings)
+    stray = _pool_instance(ec2, settings)
+    PoolInstance.objects.filter(pk=stray.pk).update(state=PoolState.RETIRED)
+    with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+        reaped = services.fleet_reap().terminated
+    assert reaped == [stray.instance_id]
+    assert _state(ec2, held.instance_id)["State"]["Name"] == "stopped"
+
+
+def test_the_pool_sweep_builds_to_the_schedule_and_stops_what_attested(settings, frozen):
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_WARM_POOL_SPARE = 1
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
+    for hour in (2, 3):
+        book(NOW + timedelta(hours=hour))
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    result = services.fleet_pool_sweep(now=NOW)
+    assert result.built == 5  # two meetings' hosts and one spare
+    building = list(PoolInstance.objects.filter(state=PoolState.BUILDING))
+    assert len(building) == 5 and all(p.instance_id for p in building)
+    PoolInstance.objects.filter(pk=building[0].pk).update(attested_at=NOW)
+    result = services.fleet_pool_sweep(now=NOW + timedelta(minutes=1))
+    assert result.stopped == 1 and result.built == 0
+    settings.ELEPHANT_WARM_POOL = False
+    services.fleet_pool_sweep(now=NOW + timedelta(minutes=2))
+    assert not PoolInstance.objects.held().exists()  # off: drained
