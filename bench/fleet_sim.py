@@ -24,6 +24,7 @@ Policies are production settings, not simulator code: ``fixed`` is the launch at
 """
 
 import argparse
+import dataclasses
 import heapq
 import importlib
 import itertools
@@ -454,6 +455,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", required=True, help="scenario JSON file (bench/scenarios/*.json)")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of: {', '.join(POLICIES)}")
+    parser.add_argument("--days", type=int, help="simulate only the first N days of the scenario (a quicker look)")
     parser.add_argument("--database", default=os.environ.get("SIM_DATABASE_URL", DEFAULT_DATABASE))
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -464,6 +466,8 @@ def main(argv=None) -> int:
         scenario = Scenario.load(args.scenario)
     except ScenarioError as exc:
         parser.error(str(exc))
+    if args.days:
+        scenario = dataclasses.replace(scenario, days=min(args.days, scenario.days))
     django_setup(args.database)
     from contextlib import ExitStack
 

@@ -79,6 +79,13 @@ _HEALTH_FIELDS = (
     "agent_healthy_at",
     "meeting__status",
     "attested_at",
+    # What the learned health timeout reads (fleet.services.planning.health_timeout_of), and the first DCV answer.
+    "ami_id",
+    "instance_type",
+    "availability_zone",
+    "warm_start",
+    "dcv_answered_at",
+    "meeting__desktop_profile",
 )
 
 

@@ -23,7 +23,10 @@ def _clean_cache():
     """Each test starts with an empty cache (rate limits, spent DCV tokens) in the test Redis db."""
     from django.core.cache import cache
 
+    from fleet.services.planning import boot_model_forget
+
     cache.clear()
+    boot_model_forget()
     yield
 
 

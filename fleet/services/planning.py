@@ -259,13 +259,35 @@ def _meeting_loaded(host: Host) -> bool:
     return Host.meeting.is_cached(host)
 
 
+# The model the health checks read, reloaded once a minute (estimates are refitted every ten; every
+# reconcile and health sweep would otherwise read it again). Keyed by the minute of ``now``.
+_current: dict[str, tuple[datetime, BootModel]] = {}
+CURRENT_FOR = timedelta(minutes=1)
+
+
+def boot_model_current(*, now: datetime | None = None) -> BootModel:
+    now = now or timezone.now()
+    cached = _current.get("model")
+    if cached is None or not cached[0] <= now < cached[0] + CURRENT_FOR:
+        cached = (now, BootModel.load())
+        _current["model"] = cached
+    return cached[1]
+
+
+def boot_model_forget() -> None:
+    """Drop the cached model (tests, and after staff change a profile)."""
+    _current.clear()
+
+
 def health_timeout_of(hosts: Iterable[Host]) -> dict[int, timedelta]:
-    """Each host's health timeout (the model read once: two queries whatever the number of hosts)."""
+    """Each host's health timeout (the model read at most once a minute, whatever the number of hosts)."""
     hosts = list(hosts)
     if not learned():
         fixed = timedelta(minutes=settings.ELEPHANT_HEALTH_TIMEOUT)
         return {host.pk: fixed for host in hosts}
-    model = BootModel.load()
+    if not hosts:
+        return {}
+    model = boot_model_current()
     return {host.pk: model.health_timeout(host) for host in hosts}
 
 
