@@ -390,7 +390,9 @@ class Simulation:
         ideal = sum(2 * s.duration_minutes * 60 for s in held)
         pooled = set(PoolInstance.objects.held().exclude(instance_id="").values_list("instance_id", flat=True))
         active = set(
-            Host.objects.filter(meeting__status__in=ACTIVE_STATUSES).exclude(instance_id="").values_list("instance_id", flat=True)
+            Host.objects.filter(meeting__status__in=ACTIVE_STATUSES)
+            .exclude(instance_id="")
+            .values_list("instance_id", flat=True)
         )
         leaked = [i for i in self.ec2.live_instances() if i.instance_id not in pooled and i.instance_id not in active]
         reasons = Counter(m.termination_reason or m.status for m in meetings.values())

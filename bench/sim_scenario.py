@@ -50,7 +50,13 @@ DEFAULTS = {
         "start_instances_per_second": 2,
         "vcpu_quota": 100_000,
     },
-    "instance": {"type": "g4dn.xlarge", "vcpus": 4, "usd_per_hour": 0.71, "stopped_usd_per_hour": 0.01, "os": "windows"},
+    "instance": {
+        "type": "g4dn.xlarge",
+        "vcpus": 4,
+        "usd_per_hour": 0.71,
+        "stopped_usd_per_hour": 0.01,
+        "os": "windows",
+    },
 }
 # The simulated week starts on a Monday at midnight UTC.
 EPOCH = datetime(2027, 3, 1, tzinfo=UTC)

@@ -449,7 +449,11 @@ def instance_launch(
             continue
         instance = Instance.from_api(response["Instances"][0])
         logger.info(
-            "launched %s (%s %s) for %s", instance.instance_id, candidate.instance_type, instance.availability_zone, what
+            "launched %s (%s %s) for %s",
+            instance.instance_id,
+            candidate.instance_type,
+            instance.availability_zone,
+            what,
         )
         return instance
     raise AwsCapacityError(
@@ -650,7 +654,9 @@ def instance_start(instance_id: str) -> None:
                 f"no capacity to start {instance_id}: {error_message(exc)}", code=code, operation="StartInstances"
             ) from exc
         if code in QUOTA_CODES:
-            raise AwsConfigError(_quota_message(code, error_message(exc)), code=code, operation="StartInstances") from exc
+            raise AwsConfigError(
+                _quota_message(code, error_message(exc)), code=code, operation="StartInstances"
+            ) from exc
         raise classify_client_error(exc, operation="StartInstances") from exc
     except BotoCoreError as exc:
         raise aws_error(exc, operation="StartInstances") from exc

@@ -163,9 +163,7 @@ python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv
 """
 
 
-def host_user_data(
-    *, os: str, meeting_id: str, role: str, dcv_username: str, also_allowed: Sequence[str] = ()
-) -> str:
+def host_user_data(*, os: str, meeting_id: str, role: str, dcv_username: str, also_allowed: Sequence[str] = ()) -> str:
     """The first-boot script of one host (``os``: ``windows`` or ``linux``). ``also_allowed``: more user
     names with full access besides the owner (a warm-pool instance, built before it knows its role,
     lets both roles' names in)."""

@@ -81,7 +81,8 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
             now=now,
         )
         # The boot history the learned lead is fitted from (fleet.services.planning).
-        boot_samples_record(hosts=[h for h in to_check if h.pk in set(result.healthy)], now=now, censored=False)
+        healthy = set(result.healthy)
+        boot_samples_record(hosts=[h for h in to_check if h.pk in healthy], now=now, censored=False)
     timeouts = health_timeout_of(h for h in hosts if h.state in BOOTING_HOST_STATES)
     for host in hosts:
         newly_healthy = host.pk in result.healthy

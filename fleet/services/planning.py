@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Q, Value
+from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Value
 from django.utils import timezone
 
 from fleet import aws, planner, readiness
@@ -115,7 +115,9 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
     os_of_ami = _os_of_amis()
     for (ami, instance_type, zone, warm), samples in grouped.items():
         fit = readiness.boot_distribution(
-            samples, prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm), half_life_days=settings.ELEPHANT_BOOT_HALF_LIFE_DAYS
+            samples,
+            prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm),
+            half_life_days=settings.ELEPHANT_BOOT_HALF_LIFE_DAYS,
         )
         observed = sorted(s.seconds for s in samples if not s.censored)
         BootEstimate.objects.update_or_create(
@@ -228,9 +230,7 @@ class BootModel:
         key = (profile_name, warm)
         if key not in self._leads:
             distribution = self.meeting_distribution(profile_name, warm)
-            seconds = readiness.launch_lead(
-                [distribution] * HOSTS_PER_MEETING, target=settings.ELEPHANT_READY_TARGET
-            )
+            seconds = readiness.launch_lead([distribution] * HOSTS_PER_MEETING, target=settings.ELEPHANT_READY_TARGET)
             self._leads[key] = timedelta(seconds=math.ceil(seconds))
         return self._leads[key]
 
@@ -401,7 +401,9 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
     meetings of their profile, and instances still building to meetings late enough for the build to
     finish first (one query)."""
     if not pool_enabled():
-        return [Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings]
+        return [
+            Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings
+        ]
     stock: dict[str, dict[str, int]] = defaultdict(lambda: {"ready": 0, "building": 0})
     for profile_id, state in PoolInstance.objects.held().values_list("profile__name", "state"):
         stock[profile_id]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += 1
@@ -421,7 +423,14 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
                 have["building"] -= HOSTS_PER_MEETING - from_ready
                 warm = True
         covered.append(
-            Booking(booking.key, booking.meet_time, booking.duration_minutes, booking.desktop_profile, warm, booking.launch_at)
+            Booking(
+                booking.key,
+                booking.meet_time,
+                booking.duration_minutes,
+                booking.desktop_profile,
+                warm,
+                booking.launch_at,
+            )
         )
     return covered
 
@@ -442,7 +451,9 @@ def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
         return result
     boot_estimates_refit(now=now)
     model = BootModel.load()
-    bookings = _scheduled(since=now - timedelta(hours=1), until=now + timedelta(hours=settings.ELEPHANT_PLAN_HORIZON_HOURS))
+    bookings = _scheduled(
+        since=now - timedelta(hours=1), until=now + timedelta(hours=settings.ELEPHANT_PLAN_HORIZON_HOURS)
+    )
     was_warm = {booking.key: booking.warm for booking in bookings}
     bookings = _pool_coverage(bookings, model=model, now=now)
     context = _Context(model=model, now=now)
@@ -459,7 +470,9 @@ def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
         Meeting.objects.bulk_update(changed, ["launch_at", "launch_warm"], batch_size=500)
     result.changed = len(changed)
     if plan.refused:
-        logger.warning("the plan could not place %d meetings within the limits: %s", len(plan.refused), plan.refused[:10])
+        logger.warning(
+            "the plan could not place %d meetings within the limits: %s", len(plan.refused), plan.refused[:10]
+        )
     return result
 
 
@@ -518,7 +531,9 @@ def schedule_admit(
     return admitted
 
 
-def _refusal(start: datetime, duration_minutes: int, desktop_profile: str, *, context: _Context, exclude: list[str]) -> str:
+def _refusal(
+    start: datetime, duration_minutes: int, desktop_profile: str, *, context: _Context, exclude: list[str]
+) -> str:
     suggestions = nearest_free_starts(start, duration_minutes, desktop_profile, context=context, exclude=exclude)
     when = start.strftime("%Y-%m-%d %H:%M UTC")
     if not suggestions:

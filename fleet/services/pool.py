@@ -174,7 +174,9 @@ def _follow(rows: list[PoolInstance], *, now: datetime, result: PoolSweepResult)
     to_stop, to_ready, failed = [], [], []
     for row in rows:
         instance = described.get(row.instance_id)
-        gone = row.instance_id in missing or (instance is not None and instance.state in ("shutting-down", "terminated"))
+        gone = row.instance_id in missing or (
+            instance is not None and instance.state in ("shutting-down", "terminated")
+        )
         if row.state == PoolState.BUILDING:
             if not row.instance_id:
                 if now - row.launched_at > BUILD_CLAIM_LEASE:
@@ -208,7 +210,9 @@ def _follow(rows: list[PoolInstance], *, now: datetime, result: PoolSweepResult)
     for row, error in failed:
         logger.warning("warm-pool instance %s failed: %s", row.instance_id or row.client_token, error)
     if failed:
-        result.failed += _retire([row for row, _ in failed], state=PoolState.FAILED, error="; ".join({e for _, e in failed}), now=now)
+        result.failed += _retire(
+            [row for row, _ in failed], state=PoolState.FAILED, error="; ".join({e for _, e in failed}), now=now
+        )
 
 
 def _retire(rows: list[PoolInstance], *, state: str, error: str, now: datetime) -> int:
@@ -295,7 +299,9 @@ def _build_one(*, profile: DesktopProfile, spec: aws.LaunchSpec, rotation: str, 
             spec=spec,
         )
     except aws.AwsError as exc:
-        PoolInstance.objects.filter(pk=row.pk).update(state=PoolState.FAILED, retired_at=now, last_error=str(exc)[:2000])
+        PoolInstance.objects.filter(pk=row.pk).update(
+            state=PoolState.FAILED, retired_at=now, last_error=str(exc)[:2000]
+        )
         logger.warning("warm-pool build for %s: %s", profile.name, exc)
         return False
     PoolInstance.objects.filter(pk=row.pk).update(

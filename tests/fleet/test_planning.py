@@ -118,9 +118,7 @@ def test_a_tight_bucket_spreads_a_crowded_start_over_earlier_minutes(frozen, set
     assert len(set(launches)) == 10  # one meeting per minute
     assert launches[-1] <= deadline and launches[0] >= deadline - timedelta(minutes=10)
     # The launch sweep selects by launch_at: only the first is due at its minute.
-    assert services.fleet_launch_sweep(now=launches[0]) == [
-        m.pk for m in Meeting.objects.filter(launch_at=launches[0])
-    ]
+    assert services.fleet_launch_sweep(now=launches[0]) == [m.pk for m in Meeting.objects.filter(launch_at=launches[0])]
     assert services.fleet_plan_sweep(now=NOW).changed == 0  # a second sweep writes nothing
 
 
@@ -154,7 +152,9 @@ def test_a_booking_the_quota_cannot_serve_is_refused_naming_free_times(frozen, s
 def test_the_api_refuses_with_the_same_message(frozen, settings):
     settings.ELEPHANT_VCPU_QUOTA = {"g": 8}
     book(NOW + timedelta(days=1))
-    key = api_key_create(name="acme", plan=UsagePlan.objects.create(name="p", rate_per_second=10, burst=10, daily_quota=100))
+    key = api_key_create(
+        name="acme", plan=UsagePlan.objects.create(name="p", rate_per_second=10, burst=10, daily_quota=100)
+    )
     response = Client().post(
         "/api/v1/meetings",
         data=json.dumps({"teacher_name": "T", "student_name": "S", "meet_time": "2026-12-08T12:00:00Z"}),
