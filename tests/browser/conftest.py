@@ -64,6 +64,9 @@ def _clean_env(tmp: Path, redis_url: str) -> dict:
         REDIS_URL=redis_url,
         ELEPHANT_SIM_BOOT_SECONDS="4",
         ELEPHANT_SWEEP_SECONDS="1",
+        # What a new image starts from: the stand-in's few seconds, so the learned lead is seconds too
+        # and a session half an hour away waits, scheduled, as it would for a real desktop's lead.
+        ELEPHANT_BOOT_PRIOR='{"windows": {"cold": [4, 8], "warm": [4, 8]}, "linux": {"cold": [4, 8], "warm": [4, 8]}}',
         ELEPHANT_ICE_SERVERS="[]",  # no STUN on the internet: the two browsers share a host
         PYTHONUNBUFFERED="1",
     )
@@ -114,13 +117,14 @@ class BrowserStack:
         )
 
     def move_meeting_to_now(self, meeting_id: str) -> None:
-        """The session starts now: the launch sweep picks it up at its next run."""
+        """The session starts now, due for launch at once: the launch sweep picks it up at its next run."""
         self.shell(
             f"""
             import json
             from django.utils import timezone
             from meetings.models import Meeting
-            print(json.dumps(Meeting.objects.filter(pk="{meeting_id}").update(meet_time=timezone.now())))
+            now = timezone.now()
+            print(json.dumps(Meeting.objects.filter(pk="{meeting_id}").update(meet_time=now, launch_at=now)))
             """
         )
 
