@@ -167,6 +167,10 @@ class MeetingAdmin(admin.ModelAdmin):
         from meetings.services import meeting_record_change
 
         fields = {name: getattr(obj, name) for name in form.changed_data}
+        if {"meet_time", "duration_minutes"} & set(fields):
+            # The planned launch was for the old time: back to the fixed lead until the fleet's plan
+            # sweep plans the new one (a stale launch_at could launch days early, or too late).
+            fields.update(launch_at=None, launch_warm=False)
         if fields:
             meeting_record_change(
                 meeting=obj,

@@ -4,8 +4,9 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from meetings.models import MeetingStatus
+from meetings.models import Meeting, MeetingStatus
 from tests.factories import make_meeting, make_staff
 
 
@@ -83,6 +84,32 @@ class TestMeetingAdmin:
         assert meeting.student_name == "New Name"
         assert meeting.version == 2
         assert meeting.events.get().reason == "STAFF_EDIT"
+
+    def test_staff_moving_a_meeting_drops_its_planned_launch(self, staff_client):
+        planned = timezone.now() + timedelta(days=2)
+        meeting = make_meeting(meet_time=planned, launch_at=planned - timedelta(minutes=40), launch_warm=True)
+        moved = planned + timedelta(days=1)
+        response = staff_client.post(
+            f"/admin/meetings/meeting/{meeting.id}/change/",
+            {
+                "teacher": "",
+                "teacher_name": meeting.teacher_name,
+                "teacher_email": "",
+                "student_name": meeting.student_name,
+                "student_email": "",
+                "meet_time_0": moved.strftime("%Y-%m-%d"),
+                "meet_time_1": moved.strftime("%H:%M:%S"),
+                "time_zone": meeting.time_zone,
+                "duration_minutes": "60",
+                "events-TOTAL_FORMS": "0",
+                "events-INITIAL_FORMS": "0",
+            },
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+        meeting.refresh_from_db()
+        # Not launched a day early at the old plan: the fixed lead until the plan sweep plans it anew.
+        assert meeting.launch_at is None and not meeting.launch_warm
+        assert not Meeting.objects.due_for_launch(planned).filter(pk=meeting.pk).exists()
 
     def test_teachers_cannot_open_the_console(self, client):
         from tests.factories import make_teacher
