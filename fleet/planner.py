@@ -115,12 +115,22 @@ def slot_start(slot: int) -> datetime:
 
 
 class _Ledger:
-    """Launches per bucket and slot, and running vCPUs per family and slot, as the plan fills them."""
+    """Launches per bucket and slot, and running vCPUs per family and slot, as the plan fills them.
 
-    def __init__(self, limits: Limits, occupied: Mapping[tuple[str, int], int]):
+    The vCPUs of a family are a list over the slots the plan touches, so a fit is one ``max``
+    over a slice and a take one slice assignment (each demand spans a hundred-odd slots, and a
+    busy hour plans thousands of demands).
+    """
+
+    def __init__(self, limits: Limits, occupied: Mapping[tuple[str, int], int], first: int, last: int):
         self.limits = limits
         self.launches: dict[tuple[str, int], int] = defaultdict(int)
-        self.vcpus: dict[tuple[str, int], int] = defaultdict(int, occupied)
+        self.base = first
+        self.vcpus: dict[str, list[int]] = {family: [0] * (last - first + 1) for family in limits.vcpu_quota}
+        for (family, slot), count in occupied.items():
+            row = self.vcpus.get(family)
+            if row is not None and first <= slot <= last:
+                row[slot - first] += count
 
     def launch_fits(self, demand: Demand, slot: int) -> bool:
         return self.launches[(demand.bucket, slot)] + demand.instances <= self.limits.per_slot(demand.bucket)
@@ -130,14 +140,15 @@ class _Ledger:
         if quota is None:
             return True
         need = demand.instances * demand.vcpus_per_instance
-        return all(self.vcpus[(demand.family, s)] + need <= quota for s in range(slot, last + 1))
+        return max(self.vcpus[demand.family][slot - self.base : last - self.base + 1]) + need <= quota
 
     def take(self, demand: Demand, slot: int, last: int) -> None:
         self.launches[(demand.bucket, slot)] += demand.instances
-        if demand.family in self.limits.vcpu_quota:
+        row = self.vcpus.get(demand.family)
+        if row is not None:
             need = demand.instances * demand.vcpus_per_instance
-            for s in range(slot, last + 1):
-                self.vcpus[(demand.family, s)] += need
+            a, b = slot - self.base, last - self.base + 1
+            row[a:b] = [count + need for count in row[a:b]]
 
 
 def plan_launches(
@@ -150,8 +161,13 @@ def plan_launches(
     the quota at its deadline's slot is refused at once.
     """
     plan = Plan()
-    ledger = _Ledger(limits, occupied or {})
-    for demand in sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True):
+    demands = sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True)
+    if not demands:
+        return plan
+    first = min(slot_of(d.earliest) for d in demands)
+    last = max(slot_of(max(d.end, d.deadline)) for d in demands)
+    ledger = _Ledger(limits, occupied or {}, first, last)
+    for demand in demands:
         first, last_run = slot_of(demand.earliest), slot_of(demand.end)
         slot = slot_of(demand.deadline)
         while slot >= first and not ledger.launch_fits(demand, slot):

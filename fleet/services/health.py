@@ -12,7 +12,7 @@ from fleet.services.launch import meeting_reconcile
 from fleet.services.planning import boot_samples_record, health_timeout_of
 from fleet.services.transitions import hosts_transition
 from meetings.models import Meeting
-from meetings.policy import PRE_HEALTHY_STATUSES
+from meetings.policy import status_implied
 
 
 def host_agent_healthy(*, meeting_id: str, instance_id: str, now: datetime | None = None) -> bool:
@@ -84,14 +84,33 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
         healthy = set(result.healthy)
         boot_samples_record(hosts=[h for h in to_check if h.pk in healthy], now=now, censored=False)
     timeouts = health_timeout_of(h for h in hosts if h.state in BOOTING_HOST_STATES)
+    lagging = _meetings_lagging(hosts)
     for host in hosts:
         newly_healthy = host.pk in result.healthy
-        waiting = host.meeting.status in PRE_HEALTHY_STATUSES
+        waiting = host.meeting_id in lagging
         timed_out = host.state in BOOTING_HOST_STATES and host.started_at <= now - timeouts[host.pk]
         pending = host.state in (HostState.PENDING, HostState.LAUNCHING) and not host.instance_id
         if newly_healthy or waiting or timed_out or pending:
             result.meeting_ids.add(host.meeting_id)
     return result
+
+
+def _meetings_lagging(hosts: list[Host]) -> set[str]:
+    """Meetings whose status is behind what their current hosts show (a missed progress step:
+    ``host_running`` and the health transition move them on themselves). Only these, not every
+    waiting meeting, are reconciled each sweep: 2,000 booting meetings are not 2,000 tasks a minute."""
+    by_meeting: dict[str, dict[str, Host]] = {}
+    for host in hosts:
+        current = by_meeting.setdefault(host.meeting_id, {}).get(host.role)
+        if current is None or host.generation > current.generation:
+            by_meeting[host.meeting_id][host.role] = host
+    lagging = set()
+    for meeting_id, current in by_meeting.items():
+        status = next(iter(current.values())).meeting.status
+        implied = status_implied(status=status, hosts={role: h.readiness() for role, h in current.items()})
+        if implied is not None and status in implied.allowed_from:
+            lagging.add(meeting_id)
+    return lagging
 
 
 def fleet_health_sweep(*, now: datetime | None = None) -> HealthResult:
