@@ -20,7 +20,9 @@ exactly from ``meet_time`` to the end) divided by the ideal.
 
 Policies are production settings, not simulator code: ``fixed`` is the launch at
 ``meet_time - ELEPHANT_LAUNCH_LEAD``. The database is a private PostgreSQL database
-(``--database``, default ``postgres://postgres@127.0.0.1:5432/elephant_bench_sim``), recreated per policy.
+(``--database``, default ``postgres://postgres@127.0.0.1:5432/elephant_bench_sim``), recreated per policy;
+with ``--jobs`` above 1 (the default: the CPU count) each policy runs in a process of its own on
+its own database, the name suffixed with the policy (``elephant_bench_sim_learned_pool``).
 """
 
 import argparse
@@ -472,41 +474,108 @@ COLUMNS = [
 ]
 
 
+def run_policy(scenario: Scenario, policy: str, database_url: str) -> dict:
+    """One policy on its own fresh database (this process's Django is set up for it)."""
+    from contextlib import ExitStack
+
+    database_recreate(database_url)
+    started = time.perf_counter()
+    simulation = Simulation(scenario, policy)
+    with ExitStack() as stack:
+        simulation.install(stack)
+        result = simulation.run()
+    result["_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def policy_database(database_url: str, policy: str) -> str:
+    """The policy's own database beside ``database_url`` (policies run in parallel processes)."""
+    parts = urlsplit(database_url)
+    suffix = "".join(c if c.isalnum() else "_" for c in policy)
+    return parts._replace(path=f"{parts.path.rstrip('/')}_{suffix}").geturl()
+
+
+def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
+    """Each policy in a child process of its own (``--worker``), ``jobs`` at a time."""
+    import subprocess
+
+    pending, running, results = list(policies), {}, {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            policy = pending.pop(0)
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--scenario",
+                args.scenario,
+                "--policies",
+                policy,
+                "--database",
+                policy_database(args.database, policy),
+                "--worker",
+            ] + (["--days", str(args.days)] if args.days else [])
+            running[policy] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        for policy, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            output = process.stdout.read()
+            del running[policy]
+            if process.returncode != 0:
+                raise SystemExit(f"policy {policy}: the simulation failed (exit {process.returncode})")
+            results[policy] = json.loads(output.strip().splitlines()[-1])
+            _report(results[policy])
+        time.sleep(0.2)
+    return [results[policy] for policy in policies]
+
+
+def _report(result: dict) -> None:
+    print(
+        f"# {result['policy']}: {result['_seconds']} s; ends {result['_reasons']}; AWS {result['_aws_calls']}; "
+        f"capacity errors {result['_capacity_errors']}; task failures {result['_task_failures']}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", required=True, help="scenario JSON file (bench/scenarios/*.json)")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of: {', '.join(POLICIES)}")
     parser.add_argument("--days", type=int, help="simulate only the first N days of the scenario (a quicker look)")
     parser.add_argument("--database", default=os.environ.get("SIM_DATABASE_URL", DEFAULT_DATABASE))
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="policies simulated at once, each in its own process and database (default: the CPU count); 1 runs "
+        "them one after another in this process",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         parser.error(f"unknown policy {', '.join(unknown)}: this build has {', '.join(POLICIES)}")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     try:
         scenario = Scenario.load(args.scenario)
     except ScenarioError as exc:
         parser.error(str(exc))
     if args.days:
         scenario = dataclasses.replace(scenario, days=min(args.days, scenario.days))
-    django_setup(args.database)
-    from contextlib import ExitStack
-
-    results = []
-    for policy in policies:
-        database_recreate(args.database)
-        started = time.perf_counter()
-        simulation = Simulation(scenario, policy)
-        with ExitStack() as stack:
-            simulation.install(stack)
-            result = simulation.run()
-        result["_seconds"] = round(time.perf_counter() - started, 1)
-        results.append(result)
-        print(
-            f"# {policy}: {result['_seconds']} s; ends {result['_reasons']}; AWS {result['_aws_calls']}; "
-            f"capacity errors {result['_capacity_errors']}; task failures {result['_task_failures']}",
-            file=sys.stderr,
-        )
+    if args.worker:  # a child of run_parallel: one policy, the full result as the last line
+        django_setup(args.database)
+        print(json.dumps(run_policy(scenario, policies[0], args.database)))
+        return 0
+    if args.jobs > 1 and len(policies) > 1:
+        results = run_parallel(args, policies, args.jobs)
+    else:
+        django_setup(args.database)
+        results = []
+        for policy in policies:
+            results.append(run_policy(scenario, policy, args.database))
+            _report(results[-1])
     print(f"scenario {scenario.name}: {scenario.days} days, {scenario.sessions_per_day} sessions a day")
     print(" ".join(f"{name[:9]:<14}" if name == "policy" else f"{name[:9]:>9}" for name, _ in COLUMNS))
     for result in results:
