@@ -96,6 +96,11 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
         instance = aws.instance_find_live(**names)
         adopted = instance is not None
         spec = profiles.host_launch_spec(host=host)
+        if adopted:
+            # Started from the warm pool by a call that crashed before recording it: still a warm start.
+            resumed = pool.pool_instance_assigned(host=host, instance_id=instance.instance_id)
+            if resumed is not None:
+                attested_at, warm = resumed.attested_at, True
         if instance is None and pool.warm_start_wanted(host=host):
             # A stopped, booted instance of the warm pool; None (none left, or no capacity to start
             # it) falls back to a cold launch.

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Value
+from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Q, Value
 from django.utils import timezone
 
 from fleet import aws, planner, readiness
@@ -80,6 +80,26 @@ def boot_samples_record(*, hosts: Iterable[Host], now: datetime, censored: bool)
     return rows.update(boot_seconds=seconds, boot_censored=censored)
 
 
+def _pool_build_samples(*, since: datetime, now: datetime):
+    """The warm pool's builds are cold boots of the same AMIs and types: launch -> attested, or censored
+    at the failure of a build that never attested (one query). A build still booting says nothing yet."""
+    rows = (
+        PoolInstance.objects.filter(launched_at__gte=since)
+        .exclude(instance_id="")
+        .exclude(ami_id="")
+        .filter(Q(attested_at__isnull=False) | Q(state=PoolState.FAILED, retired_at__isnull=False))
+        .values_list("ami_id", "instance_type", "availability_zone", "launched_at", "attested_at", "retired_at")
+    )
+    for ami, instance_type, zone, launched, attested, retired in rows.iterator(chunk_size=5000):
+        end = attested or retired
+        sample = readiness.BootSample(
+            seconds=max(0.0, (end - launched).total_seconds()),
+            censored=attested is None,
+            age_days=(now - launched).total_seconds() / 86400,
+        )
+        yield (ami, instance_type, zone, False), sample
+
+
 def _prior(os: str, warm: bool) -> readiness.Prior:
     table = settings.ELEPHANT_BOOT_PRIOR
     median, p95 = table.get(os, table.get(DesktopOs.WINDOWS, {})).get("warm" if warm else "cold", (420, 1200))
@@ -112,6 +132,8 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
         grouped[(ami, instance_type, zone, warm)].append(
             readiness.BootSample(seconds=seconds, censored=was_censored, age_days=age)
         )
+    for key, sample in _pool_build_samples(since=since, now=now):
+        grouped[key].append(sample)
     os_of_ami = _os_of_amis()
     for (ami, instance_type, zone, warm), samples in grouped.items():
         fit = readiness.boot_distribution(

@@ -101,6 +101,11 @@ def pool_instance_start(*, host: Host, spec: aws.LaunchSpec, now: datetime | Non
     return WarmStart(instance=instance, attested_at=claimed.attested_at)
 
 
+def pool_instance_assigned(*, host: Host, instance_id: str) -> PoolInstance | None:
+    """The pool instance handed to ``host`` as ``instance_id`` (a warm start a crash left unrecorded)."""
+    return PoolInstance.objects.filter(host=host, instance_id=instance_id, state=PoolState.ASSIGNED).first()
+
+
 def _release(pool_instance: PoolInstance, *, error: str, profile: DesktopProfile) -> None:
     """Back to READY after a start that did not happen (its host tags removed, best effort: the
     reaper knows a held pool instance whatever its tags)."""

@@ -74,6 +74,44 @@ def test_timed_out_boots_count_as_censored_and_push_the_learned_lead_up(frozen, 
     assert planning.BootModel.load().lead("", False) > lead_before
 
 
+def test_warm_pool_builds_feed_the_cold_boot_history(frozen, settings):
+    settings.ELEPHANT_AMI_ID = "ami-0history"
+    profile = DesktopProfile.objects.get(is_default=True)
+    for n in range(12):
+        launched = NOW - timedelta(hours=3, minutes=n)
+        PoolInstance.objects.create(
+            profile=profile,
+            instance_id=f"i-0pool{n:012x}",
+            client_token=f"pool-{n}",
+            state=PoolState.READY,
+            ami_id="ami-0history",
+            instance_type="g4dn.xlarge",
+            availability_zone="us-west-2a",
+            launched_at=launched,
+            attested_at=launched + timedelta(seconds=500 + n),
+        )
+    # A build that never attested is a boot longer than it was given, not a missing one.
+    PoolInstance.objects.create(
+        profile=profile,
+        instance_id="i-0poolfailed0001",
+        client_token="pool-failed",
+        state=PoolState.FAILED,
+        ami_id="ami-0history",
+        instance_type="g4dn.xlarge",
+        availability_zone="us-west-2a",
+        launched_at=NOW - timedelta(hours=2),
+        retired_at=NOW - timedelta(hours=1),
+    )
+    # Still booting: says nothing yet.
+    PoolInstance.objects.create(
+        profile=profile, instance_id="i-0poolbuilding01", client_token="pool-building", ami_id="ami-0history"
+    )
+    planning.boot_estimates_refit(now=NOW, force=True)
+    (cold,) = BootEstimate.objects.all()
+    assert (cold.ami_id, cold.warm_start, cold.samples, cold.censored) == ("ami-0history", False, 13, 1)
+    assert 480 < cold.distribution.median < 560
+
+
 def test_a_host_given_up_before_healthy_records_a_censored_boot(frozen):
     meeting = make_meeting(meet_time=NOW + timedelta(minutes=5), status=MeetingStatus.LAUNCHED)
     host = make_host(
@@ -243,6 +281,29 @@ def test_a_failed_warm_start_falls_back_to_a_cold_launch_and_keeps_the_pool_inst
     assert meeting.status == MeetingStatus.LAUNCHED
 
 
+def test_a_warm_start_a_crash_left_unrecorded_is_adopted_as_warm(settings, ec2):
+    """The worker died after StartInstances and before the host row was written: the next launch adopts
+    the instance (its tags name the host) and still records a warm start, attested at its build."""
+    from fleet import aws
+
+    settings.ELEPHANT_WARM_POOL = True
+    pooled = _pool_instance(ec2, settings)
+    meeting = make_meeting(
+        meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True, status=MeetingStatus.LAUNCHING
+    )
+    host = make_host(meeting, "teacher", state=HostState.PENDING, instance_id="", dcv_link="")
+    PoolInstance.objects.filter(pk=pooled.pk).update(state=PoolState.ASSIGNED, host=host, assigned_at=NOW)
+    ec2.create_tags(
+        Resources=[pooled.instance_id], Tags=aws.instance_tags(meeting_id=meeting.pk, role="teacher", generation=1)
+    )
+    ec2.start_instances(InstanceIds=[pooled.instance_id])
+    assert services.host_launch(host=host)
+    host.refresh_from_db()
+    assert host.instance_id == pooled.instance_id
+    assert host.warm_start and host.attested_at == pooled.attested_at
+    assert PoolInstance.objects.filter(state=PoolState.READY).count() == 0
+
+
 def test_the_reaper_spares_held_pool_instances_and_reaps_ones_the_pool_does_not_hold(settings, ec2, frozen):
     held = _pool_instance(ec2, settings)
     stray = _pool_instance(ec2, settings)
@@ -270,3 +331,27 @@ def test_the_pool_sweep_builds_to_the_schedule_and_stops_what_attested(settings,
     settings.ELEPHANT_WARM_POOL = False
     services.fleet_pool_sweep(now=NOW + timedelta(minutes=2))
     assert not PoolInstance.objects.held().exists()  # off: drained
+
+
+def test_the_health_sweep_reconciles_only_meetings_behind_their_hosts(frozen, settings):
+    """Waiting meetings are not reconciled every sweep: only one whose status missed a step its
+    hosts show (and timeouts, pending launches, new health, as before)."""
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"  # a 15-minute health timeout: nobody times out here
+    launched = NOW - timedelta(minutes=2)
+
+    def meeting_with(status, host_state):
+        meeting = make_meeting(meet_time=NOW + timedelta(minutes=10), status=status)
+        for role in ("teacher", "student"):
+            make_host(meeting, role, state=host_state, launched_at=launched, dcv_link="http://127.0.0.1:9/")
+        return meeting
+
+    waiting = meeting_with(MeetingStatus.LAUNCHED, HostState.BOOTING)  # in step: nothing to do
+    behind_launch = meeting_with(MeetingStatus.LAUNCHING, HostState.BOOTING)  # should be LAUNCHED
+    behind_link = meeting_with(MeetingStatus.LAUNCHED, HostState.DNS_WRITTEN)  # should be DNS_WRITTEN
+    result = services.fleet_health_sweep(now=NOW)
+    assert result.meeting_ids == {behind_launch.pk, behind_link.pk}
+    assert waiting.pk not in result.meeting_ids
+    for meeting_id in result.meeting_ids:
+        services.meeting_reconcile(meeting=Meeting.objects.get(pk=meeting_id), now=NOW)
+    assert Meeting.objects.get(pk=behind_launch.pk).status == MeetingStatus.LAUNCHED
+    assert Meeting.objects.get(pk=behind_link.pk).status == MeetingStatus.DNS_WRITTEN
