@@ -169,6 +169,17 @@ class Simulation:
         for name, value in overrides.items():
             stack.enter_context(_setting(settings, name, value))
         DesktopProfile.objects.filter(is_default=True).update(os=s.os)
+        # Meeting ids from the scenario's seed, not the system's randomness: the plan breaks ties by id,
+        # so a run is repeatable.
+        from meetings.models import MEETING_ID_ALPHABET, MEETING_ID_LENGTH, Meeting
+
+        ids = random.Random(s.seed + 2)
+        id_field = Meeting._meta.get_field("id")
+        stack.enter_context(
+            _patch(
+                id_field, "_get_default", lambda: "".join(ids.choice(MEETING_ID_ALPHABET) for _ in range(MEETING_ID_LENGTH))
+            )
+        )
         model = self.ec2
 
         def aws_client(service, **_):
