@@ -381,20 +381,12 @@ class BootEstimateAdmin(ReadOnlyAdmin):
     list_filter = ("warm_start", "ami_id", "instance_type")
     search_fields = ("ami_id", "instance_type", "availability_zone")
     fields = (
-        "ami_id",
-        "instance_type",
-        "availability_zone",
+        *list_display[:3],
         "warm_start",
-        "samples",
-        "censored",
+        *list_display[4:6],
         "mu",
         "sigma",
-        "fitted_p50",
-        "fitted_p90",
-        "fitted_p99",
-        "observed_p50",
-        "observed_p95",
-        "fitted_at",
+        *list_display[6:],
     )
     readonly_fields = fields
 

@@ -64,20 +64,7 @@ class TestMeetingAdmin:
     def test_staff_edit_of_a_scheduled_meeting_bumps_the_version_and_logs_it(self, staff_client):
         meeting = make_meeting(student_name="Old Name")
         response = staff_client.post(
-            f"/admin/meetings/meeting/{meeting.id}/change/",
-            {
-                "teacher": "",
-                "teacher_name": meeting.teacher_name,
-                "teacher_email": "",
-                "student_name": "New Name",
-                "student_email": "",
-                "meet_time_0": meeting.meet_time.strftime("%Y-%m-%d"),
-                "meet_time_1": meeting.meet_time.strftime("%H:%M:%S"),
-                "time_zone": meeting.time_zone,
-                "duration_minutes": "60",
-                "events-TOTAL_FORMS": "0",
-                "events-INITIAL_FORMS": "0",
-            },
+            f"/admin/meetings/meeting/{meeting.id}/change/", _change_form(meeting, student_name="New Name")
         )
         assert response.status_code == 302, response.content.decode()[:2000]
         meeting.refresh_from_db()
@@ -90,20 +77,7 @@ class TestMeetingAdmin:
         meeting = make_meeting(meet_time=planned, launch_at=planned - timedelta(minutes=40), launch_warm=True)
         moved = planned + timedelta(days=1)
         response = staff_client.post(
-            f"/admin/meetings/meeting/{meeting.id}/change/",
-            {
-                "teacher": "",
-                "teacher_name": meeting.teacher_name,
-                "teacher_email": "",
-                "student_name": meeting.student_name,
-                "student_email": "",
-                "meet_time_0": moved.strftime("%Y-%m-%d"),
-                "meet_time_1": moved.strftime("%H:%M:%S"),
-                "time_zone": meeting.time_zone,
-                "duration_minutes": "60",
-                "events-TOTAL_FORMS": "0",
-                "events-INITIAL_FORMS": "0",
-            },
+            f"/admin/meetings/meeting/{meeting.id}/change/", _change_form(meeting, meet_time=moved)
         )
         assert response.status_code == 302, response.content.decode()[:2000]
         meeting.refresh_from_db()
@@ -337,3 +311,21 @@ class TestStaffRoles:
         call_command("staff_roles", "--user", "vera", "--role", "Operations", stdout=io.StringIO())
         user.refresh_from_db()
         assert user.is_staff and list(user.groups.values_list("name", flat=True)) == ["Operations"]
+
+
+def _change_form(meeting, *, student_name=None, meet_time=None) -> dict:
+    """The admin change form of ``meeting`` as staff submit it, with what they changed."""
+    meet_time = meet_time or meeting.meet_time
+    return {
+        "teacher": "",
+        "teacher_name": meeting.teacher_name,
+        "teacher_email": "",
+        "student_name": student_name or meeting.student_name,
+        "student_email": "",
+        "meet_time_0": meet_time.strftime("%Y-%m-%d"),
+        "meet_time_1": meet_time.strftime("%H:%M:%S"),
+        "time_zone": meeting.time_zone,
+        "duration_minutes": "60",
+        "events-TOTAL_FORMS": "0",
+        "events-INITIAL_FORMS": "0",
+    }
