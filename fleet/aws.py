@@ -292,8 +292,25 @@ def launch_config_problems(spec: LaunchSpec | None = None) -> list[str]:
     return problems
 
 
+# An AMI never changes once registered: its root device is read once per process and image (a crowded
+# hour launches thousands of hosts from one image; DescribeImages shares the account's Describe* bucket).
+_root_devices: dict[tuple[str, str, str], str] = {}
+
+
 def image_root_device(image_id: str) -> str:
     """The AMI's root device name (DescribeImages): the root volume's mapping must use it, or EC2 adds a second disk."""
+    key = (settings.AWS_REGION, settings.AWS_ENDPOINT_URL or "", image_id)
+    if key not in _root_devices:
+        _root_devices[key] = _image_root_device(image_id)
+    return _root_devices[key]
+
+
+def image_root_device_forget() -> None:
+    """Drop the cached root devices (tests, whose local EC2 registers images anew)."""
+    _root_devices.clear()
+
+
+def _image_root_device(image_id: str) -> str:
     try:
         images = aws_call(ec2_client().describe_images, ImageIds=[image_id]).get("Images", [])
     except ClientError as exc:

@@ -23,10 +23,12 @@ def _clean_cache():
     """Each test starts with an empty cache (rate limits, spent DCV tokens) in the test Redis db."""
     from django.core.cache import cache
 
+    from fleet.aws import image_root_device_forget
     from fleet.services.planning import boot_model_forget
 
     cache.clear()
     boot_model_forget()
+    image_root_device_forget()
     yield
 
 
