@@ -174,12 +174,11 @@ class Simulation:
         from meetings.models import MEETING_ID_ALPHABET, MEETING_ID_LENGTH, Meeting
 
         ids = random.Random(s.seed + 2)
-        id_field = Meeting._meta.get_field("id")
-        stack.enter_context(
-            _patch(
-                id_field, "_get_default", lambda: "".join(ids.choice(MEETING_ID_ALPHABET) for _ in range(MEETING_ID_LENGTH))
-            )
-        )
+
+        def meeting_id() -> str:
+            return "".join(ids.choice(MEETING_ID_ALPHABET) for _ in range(MEETING_ID_LENGTH))
+
+        stack.enter_context(_patch(Meeting._meta.get_field("id"), "_get_default", meeting_id))
         model = self.ec2
 
         def aws_client(service, **_):
