@@ -22,6 +22,7 @@ run: $(VENV)/.installed
 	$(PY) -m devtools.stack
 
 test: $(VENV)/.installed
+	sh devtools/chromium.sh
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
