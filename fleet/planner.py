@@ -164,9 +164,12 @@ def plan_launches(
     demands = sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True)
     if not demands:
         return plan
-    first = min(slot_of(d.earliest) for d in demands)
-    last = max(slot_of(max(d.end, d.deadline)) for d in demands)
-    ledger = _Ledger(limits, occupied or {}, first, last)
+    ledger = _Ledger(
+        limits,
+        occupied or {},
+        min(slot_of(d.earliest) for d in demands),
+        max(slot_of(max(d.end, d.deadline)) for d in demands),
+    )
     for demand in demands:
         first, last_run = slot_of(demand.earliest), slot_of(demand.end)
         slot = slot_of(demand.deadline)
