@@ -112,7 +112,6 @@ class Simulation:
         self.refused = 0
         self.ec2 = None
         self._busy_until = None
-        self.reported: set = set()  # (instance id, launch time): boots whose agent has reported
         self.booked_times: list = []  # meet_time of every booked session, sorted
 
     # --- the event queue -----------------------------------------------------------------------
@@ -279,14 +278,11 @@ class Simulation:
         """Hosts (and warm-pool builds) whose boot finished report that they are configured, through
         the same service the attestation view calls (the simulator plays the host; the signature
         check itself is not what is measured). Each boot reports once, as an agent does: the model
-        says which boots finished, so a tick with none asks the database nothing."""
+        hands over the boots that finished, so a tick with none asks the database nothing."""
         from fleet.attest import instance_attested
 
-        for instance in self.ec2.live_instances():
-            boot = (instance.instance_id, instance.launched_at)
-            if boot not in self.reported and instance.ready(self.now):
-                self.reported.add(boot)
-                instance_attested(instance_id=instance.instance_id, now=self.now)
+        for instance in self.ec2.boots_finished():
+            instance_attested(instance_id=instance.instance_id, now=self.now)
 
     def busy(self) -> bool:
         """A meeting starts within ``HORIZON`` or is not finished, or a host instance is still live

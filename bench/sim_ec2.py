@@ -92,6 +92,12 @@ class ModelInstance:
     shutting_down_seconds: float = SHUTTING_DOWN_SECONDS
     past_runs: list[tuple[datetime, datetime]] = field(default_factory=list)
     past_stops: list[tuple[datetime, datetime]] = field(default_factory=list)
+    tag_list: list[dict[str, str]] | None = None  # the Tags of a describe, built once per change of tags
+
+    def tags_described(self) -> list[dict[str, str]]:
+        if self.tag_list is None:
+            self.tag_list = [{"Key": k, "Value": v} for k, v in self.tags.items()]
+        return self.tag_list
 
     def state(self, now: datetime) -> str:
         if self.terminated_at is not None:
@@ -169,6 +175,10 @@ class Ec2Model:
     # Kept as the calls change them, so no call scans every instance ever launched.
     _live: dict[str, ModelInstance] = field(default_factory=dict)
     _visible: dict[str, ModelInstance] = field(default_factory=dict)
+    # MeetingID tag -> the instances carrying it (a host's launch looks its instance up by that tag).
+    _by_meeting: dict[str, set[str]] = field(default_factory=dict)
+    # Boots that will finish, as (ready time, instance id, launch time): ``boots_finished`` pops them.
+    _boots: list[tuple[datetime, str, datetime]] = field(default_factory=list)
     _forget: list[tuple[datetime, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _addresses: Any = field(default_factory=lambda: itertools.count(1))
@@ -285,6 +295,8 @@ class Ec2Model:
         self.instances[instance.instance_id] = instance
         self._live[instance.instance_id] = instance
         self._visible[instance.instance_id] = instance
+        self._index_tags(instance, {})
+        self._boot_began(instance)
         self._running_vcpus += instance.vcpus
         if token:
             self.tokens[token] = (bound, instance.instance_id)
@@ -339,6 +351,7 @@ class Ec2Model:
                 public_address=f"198.{18 + ((number >> 16) & 1)}.{(number >> 8) & 255}.{number & 255}",
             )
             self._running_vcpus += instance.vcpus
+            self._boot_began(instance)
         return {"StartingInstances": self._changes(instances, previous, now)}
 
     def _describe_one(self, instance: ModelInstance, now: datetime) -> dict:
@@ -350,7 +363,7 @@ class Ec2Model:
             "Placement": {"AvailabilityZone": instance.availability_zone},
             "LaunchTime": instance.launched_at,
             "PrivateIpAddress": "10.0.0.1",
-            "Tags": [{"Key": k, "Value": v} for k, v in instance.tags.items()],
+            "Tags": instance.tags_described(),
         }
         if state == "running":
             data["PublicIpAddress"] = instance.public_address
@@ -370,16 +383,49 @@ class Ec2Model:
                     return False
         return True
 
-    def _visible_now(self, now: datetime) -> list[ModelInstance]:
+    def _visible_now(self, now: datetime) -> dict[str, ModelInstance]:
         while self._forget and now - self._forget[0][0] >= FORGET_TERMINATED:
-            self._visible.pop(heapq.heappop(self._forget)[1], None)
-        return list(self._visible.values())
+            forgotten = self._visible.pop(heapq.heappop(self._forget)[1], None)
+            if forgotten is not None:
+                self._index_tags(forgotten, dict(forgotten.tags), drop=True)
+        return self._visible
+
+    def _candidates(self, filters: list[dict], now: datetime) -> list[ModelInstance]:
+        """The instances a filtered DescribeInstances can match, from the narrowest index that holds
+        them all (the filters are still applied to each): by MeetingID tag, else the live ones when
+        the state filter asks only for live states, else every instance EC2 still shows."""
+        visible = self._visible_now(now)
+        for spec in filters:
+            if spec["Name"] == "tag:MeetingID":
+                ids = set().union(*(self._by_meeting.get(value, ()) for value in spec["Values"]))
+                return [visible[i] for i in ids if i in visible]
+        for spec in filters:
+            if spec["Name"] == "instance-state-name" and not {"shutting-down", "terminated"} & set(spec["Values"]):
+                return list(self._live.values())
+        return list(visible.values())
+
+    def _index_tags(self, instance: ModelInstance, before: dict[str, str], *, drop: bool = False) -> None:
+        """Keep ``_by_meeting`` in step with the instance's MeetingID tag (``before``: its tags until now)."""
+        instance.tag_list = None
+        old, new = before.get("MeetingID"), None if drop else instance.tags.get("MeetingID")
+        if old == new:
+            return
+        if old is not None:
+            self._by_meeting.get(old, set()).discard(instance.instance_id)
+        if new is not None:
+            self._by_meeting.setdefault(new, set()).add(instance.instance_id)
+
+    def _boot_began(self, instance: ModelInstance) -> None:
+        ready = instance.launched_at + timedelta(seconds=instance.boot_seconds)
+        heapq.heappush(self._boots, (ready, instance.instance_id, instance.launched_at))
 
     def describe_instances(self, InstanceIds=None, Filters=None, **_) -> dict:  # noqa: N803
         self._count("DescribeInstances")
         now = self.clock()
-        found = self._known("DescribeInstances", InstanceIds) if InstanceIds else self._visible_now(now)
-        found = [i for i in found if self._matches(i, Filters or [], now)]
+        filters = Filters or []
+        found = self._known("DescribeInstances", InstanceIds) if InstanceIds else self._candidates(filters, now)
+        if filters:
+            found = [i for i in found if self._matches(i, filters, now)]
         return {"Reservations": [{"Instances": [self._describe_one(i, now) for i in found]}] if found else []}
 
     def describe_instance_status(self, InstanceIds=None, IncludeAllInstances=False, **_) -> dict:  # noqa: N803
@@ -426,8 +472,13 @@ class Ec2Model:
     def create_tags(self, Resources=(), Tags=(), **_) -> dict:  # noqa: N803
         self._count("CreateTags")
         for instance_id in Resources:
-            if instance_id in self.instances:
-                self.instances[instance_id].tags.update({t["Key"]: t["Value"] for t in Tags})
+            instance = self.instances.get(instance_id)
+            if instance is not None:
+                before = dict(instance.tags)
+                instance.tags.update({t["Key"]: t["Value"] for t in Tags})
+                if instance_id in self._visible:
+                    self._index_tags(instance, before)
+                instance.tag_list = None
         return {}
 
     def delete_tags(self, Resources=(), Tags=None, **_) -> dict:  # noqa: N803
@@ -437,18 +488,33 @@ class Ec2Model:
             instance = self.instances.get(instance_id)
             if instance is None:
                 continue
+            before = dict(instance.tags)
             if Tags is None:
                 instance.tags.clear()
-                continue
-            for tag in Tags:
-                if "Value" not in tag or instance.tags.get(tag["Key"]) == tag["Value"]:
-                    instance.tags.pop(tag["Key"], None)
+            else:
+                for tag in Tags:
+                    if "Value" not in tag or instance.tags.get(tag["Key"]) == tag["Value"]:
+                        instance.tags.pop(tag["Key"], None)
+            if instance_id in self._visible:
+                self._index_tags(instance, before)
+            instance.tag_list = None
         return {}
 
     # --- what the simulator asks ----------------------------------------------------------------------
     def instance_ready(self, instance_id: str) -> bool:
         instance = self.instances.get(instance_id)
         return instance is not None and instance.ready(self.clock())
+
+    def boots_finished(self) -> list[ModelInstance]:
+        """The instances whose current boot finished since the last call (each boot once; a boot cut
+        short by a stop or a termination never finishes)."""
+        now, finished = self.clock(), []
+        while self._boots and self._boots[0][0] <= now:
+            _, instance_id, launched_at = heapq.heappop(self._boots)
+            instance = self.instances[instance_id]
+            if instance.launched_at == launched_at and instance.ready(now):
+                finished.append(instance)
+        return finished
 
     def live_instances(self) -> list[ModelInstance]:
         """Every instance not terminated, stopped ones included."""

@@ -28,18 +28,23 @@ def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]
 
 
 def pool_instance_claim(
-    *, host_id: int, profile_id: int, ami_id: str, instance_types: Iterable[str]
+    *,
+    host_id: int,
+    profile_id: int,
+    ami_id: str,
+    instance_types: Iterable[str],
+    avoid: Iterable[tuple[str, str]] = (),
 ) -> PoolInstance | None:
     """The warm-pool instance a host's launch takes: the one already assigned to it (a launch resumed
     after a crash), else the oldest READY one of its profile with its image and a type it may use,
-    locked. SKIP LOCKED: concurrent launches take different instances instead of queueing on one."""
+    locked, none of the (type, zone) pools in ``avoid`` (out of capacity just now). SKIP LOCKED:
+    concurrent launches take different instances instead of queueing on one."""
     mine = PoolInstance.objects.filter(host_id=host_id, state=PoolState.ASSIGNED).first()
     if mine is not None:
         return mine
-    return (
-        PoolInstance.objects.select_for_update(skip_locked=True)
-        .filter(profile_id=profile_id, state=PoolState.READY, ami_id=ami_id, instance_type__in=list(instance_types))
-        .exclude(instance_id="")
-        .order_by("stopped_at", "pk")
-        .first()
+    rows = PoolInstance.objects.select_for_update(skip_locked=True).filter(
+        profile_id=profile_id, state=PoolState.READY, ami_id=ami_id, instance_type__in=list(instance_types)
     )
+    for instance_type, zone in avoid:
+        rows = rows.exclude(instance_type=instance_type, availability_zone=zone)
+    return rows.exclude(instance_id="").order_by("stopped_at", "pk").first()

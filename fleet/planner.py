@@ -19,6 +19,7 @@ launch time per meeting, or a refusal.
   A meeting with no room back to its ``earliest`` is refused.
 """
 
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -114,33 +115,56 @@ def slot_start(slot: int) -> datetime:
     return EPOCH + slot * SLOT
 
 
+@dataclass(frozen=True)
+class Occupancy:
+    """vCPUs already running: ``runs`` of (family, vCPUs, first slot, last slot), each held over its
+    slots. ``occupancy[(family, slot)]`` is the total at one slot."""
+
+    runs: tuple[tuple[str, int, int, int], ...] = ()
+
+    def __getitem__(self, key: tuple[str, int]) -> int:
+        family, slot = key
+        return sum(v for f, v, first, last in self.runs if f == family and first <= slot <= last)
+
+
 class _Ledger:
     """Launches per bucket and slot, and running vCPUs per family and slot, as the plan fills them.
 
     The vCPUs of a family are a list over the slots the plan touches, so a fit is one ``max``
     over a slice and a take one slice assignment (each demand spans a hundred-odd slots, and a
-    busy hour plans thousands of demands).
+    busy hour plans thousands of demands). A family whose quota holds everything already running
+    plus every demand of the plan at once needs no per-slot count at all.
     """
 
-    def __init__(self, limits: Limits, occupied: Mapping[tuple[str, int], int], first: int, last: int):
+    def __init__(self, limits: Limits, occupied: Occupancy, first: int, last: int, demands: list[Demand]):
         self.limits = limits
         self.launches: dict[tuple[str, int], int] = defaultdict(int)
         self.base = first
-        self.vcpus: dict[str, list[int]] = {family: [0] * (last - first + 1) for family in limits.vcpu_quota}
-        for (family, slot), count in occupied.items():
-            row = self.vcpus.get(family)
-            if row is not None and first <= slot <= last:
-                row[slot - first] += count
+        width = last - first + 1
+        need: dict[str, int] = defaultdict(int)
+        for demand in demands:
+            need[demand.family] += demand.instances * demand.vcpus_per_instance
+        self.vcpus: dict[str, list[int]] = {}
+        for family, quota in limits.vcpu_quota.items():
+            # The running vCPUs over the plan's slots: a difference array, then its running sum.
+            delta = [0] * (width + 1)
+            for run_family, count, run_first, run_last in occupied.runs:
+                if run_family == family and run_last >= first and run_first <= last:
+                    delta[max(run_first, first) - first] += count
+                    delta[min(run_last, last) - first + 1] -= count
+            row = list(itertools.accumulate(delta[:width]))
+            if max(row, default=0) + need.get(family, 0) > quota:
+                self.vcpus[family] = row
 
     def launch_fits(self, demand: Demand, slot: int) -> bool:
         return self.launches[(demand.bucket, slot)] + demand.instances <= self.limits.per_slot(demand.bucket)
 
     def vcpus_fit(self, demand: Demand, slot: int, last: int) -> bool:
-        quota = self.limits.vcpu_quota.get(demand.family)
-        if quota is None:
+        row = self.vcpus.get(demand.family)
+        if row is None:
             return True
         need = demand.instances * demand.vcpus_per_instance
-        return max(self.vcpus[demand.family][slot - self.base : last - self.base + 1]) + need <= quota
+        return max(row[slot - self.base : last - self.base + 1]) + need <= self.limits.vcpu_quota[demand.family]
 
     def take(self, demand: Demand, slot: int, last: int) -> None:
         self.launches[(demand.bucket, slot)] += demand.instances
@@ -151,9 +175,7 @@ class _Ledger:
             row[a:b] = [count + need for count in row[a:b]]
 
 
-def plan_launches(
-    demands: Iterable[Demand], limits: Limits, *, occupied: Mapping[tuple[str, int], int] | None = None
-) -> Plan:
+def plan_launches(demands: Iterable[Demand], limits: Limits, *, occupied: Occupancy | None = None) -> Plan:
     """A launch time (the start of a slot) for each demand, latest first; refusals listed.
 
     A demand moves earlier only for room in its bucket: launching earlier never frees vCPUs (its
@@ -166,9 +188,10 @@ def plan_launches(
         return plan
     ledger = _Ledger(
         limits,
-        occupied or {},
+        occupied or Occupancy(),
         min(slot_of(d.earliest) for d in demands),
         max(slot_of(max(d.end, d.deadline)) for d in demands),
+        demands,
     )
     for demand in demands:
         first, last_run = slot_of(demand.earliest), slot_of(demand.end)
@@ -183,10 +206,6 @@ def plan_launches(
     return plan
 
 
-def vcpus_running(hosts: Iterable[tuple[str, int, datetime, datetime]]) -> dict[tuple[str, int], int]:
+def vcpus_running(hosts: Iterable[tuple[str, int, datetime, datetime]]) -> Occupancy:
     """``occupied`` for ``plan_launches`` from running hosts: (family, vcpus, from, until) each."""
-    occupied: dict[tuple[str, int], int] = defaultdict(int)
-    for family, vcpus, start, until in hosts:
-        for slot in range(slot_of(start), slot_of(until) + 1):
-            occupied[(family, slot)] += vcpus
-    return dict(occupied)
+    return Occupancy(tuple((family, vcpus, slot_of(start), slot_of(until)) for family, vcpus, start, until in hosts))

@@ -66,9 +66,10 @@ def launch_spec(
     )
 
 
-def host_launch_spec(*, host) -> aws.LaunchSpec:
-    """The launch of ``host``: its meeting's profile, with this host's boot script."""
-    profile = desktop_profile_resolve(host.meeting.desktop_profile)
+def host_launch_spec(*, host, profile: DesktopProfile | None = None) -> aws.LaunchSpec:
+    """The launch of ``host``: its meeting's profile (``profile``, when the caller resolved it), with
+    this host's boot script."""
+    profile = profile or desktop_profile_resolve(host.meeting.desktop_profile)
     return launch_spec(profile=profile, meeting_id=host.meeting_id, role=host.role)
 
 

@@ -6,7 +6,15 @@ from functools import cache
 
 from django.db.models import Q
 
-from fleet.models import BOOTING_HOST_STATES, POOL_HELD_STATES, Host, HostState, PoolInstance, PoolState
+from fleet.models import (
+    BOOTING_HOST_STATES,
+    LIVE_HOST_STATES,
+    POOL_HELD_STATES,
+    Host,
+    HostState,
+    PoolInstance,
+    PoolState,
+)
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
 from meetings.policy import PRE_HEALTHY_STATUSES
 
@@ -103,22 +111,22 @@ def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:
     return dict(Meeting.objects.filter(pk__in=list(meeting_ids)).values_list("pk", "status"))
 
 
-def instance_ids_tracked(*, instance_ids: Iterable[str]) -> set[str]:
-    """The instance ids that are some live or terminating host's instance."""
-    return set(
-        Host.objects.filter(instance_id__in=list(instance_ids))
-        .exclude(state__in=(HostState.TERMINATED, HostState.FAILED, HostState.UNHEALTHY))
-        .values_list("instance_id", flat=True)
+def instances_tracked() -> dict[str, tuple[str, str]]:
+    """Instance id -> (meeting id, meeting status) of every live or terminating host (one query over
+    the state index, no list of ids: the reaper asks it about every instance of the deployment)."""
+    rows = (
+        Host.objects.filter(state__in=LIVE_HOST_STATES | {HostState.TERMINATING})
+        .exclude(instance_id="")
+        .values_list("instance_id", "meeting_id", "meeting__status")
     )
+    return {instance_id: (meeting_id, status) for instance_id, meeting_id, status in rows}
 
 
-def instance_ids_pooled(*, instance_ids: Iterable[str], assigned_since: datetime) -> set[str]:
+def instance_ids_pooled(*, assigned_since: datetime) -> set[str]:
     """The instance ids the warm pool holds (building, stopping, stopped and ready), and those it
     handed to a host since ``assigned_since`` (being started: the host records it in a moment)."""
     held = Q(state__in=POOL_HELD_STATES) | Q(state=PoolState.ASSIGNED, assigned_at__gte=assigned_since)
-    return set(
-        PoolInstance.objects.filter(held, instance_id__in=list(instance_ids)).values_list("instance_id", flat=True)
-    )
+    return set(PoolInstance.objects.filter(held).exclude(instance_id="").values_list("instance_id", flat=True))
 
 
 @cache

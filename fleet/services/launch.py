@@ -9,13 +9,13 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from fleet import aws, profiles, selectors
 from fleet.locks import meeting_lock
-from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
+from fleet.models import BOOTING_HOST_STATES, DesktopProfile, Host, HostEventReason, HostState
 from fleet.services import pool
 from fleet.services.planning import boot_samples_record, health_timeout_of
 from fleet.services.termination import hosts_terminate, meeting_fail, meeting_hosts_terminate
@@ -60,22 +60,19 @@ def meeting_launch(*, meeting_id: str, actor: str = "system", now: datetime | No
         meeting_services.meeting_launch_start(meeting=meeting, actor=actor, now=now)
     if meeting.status != MeetingStatus.LAUNCHING:
         return False
-    for role in ROLES:
-        try:
-            Host.objects.get_or_create(meeting=meeting, role=role, generation=1)
-        except IntegrityError:
-            pass  # a concurrent call created it
+    # One insert for both roles; a host a concurrent (or earlier) call created stays as it is.
+    Host.objects.bulk_create([Host(meeting=meeting, role=role, generation=1) for role in ROLES], ignore_conflicts=True)
     meeting_reconcile(meeting=meeting, now=now)
     return meeting.status in ACTIVE_STATUSES
 
 
-def host_launch(*, host: Host, now: datetime | None = None) -> bool:
+def host_launch(*, host: Host, now: datetime | None = None, profile: DesktopProfile | None = None) -> bool:
     """Start the host's instance, or adopt the live one already tagged for it.
 
     The claim (PENDING, or LAUNCHING past its lease, -> LAUNCHING) makes concurrent calls
     launch at most once; the tag look-up makes a call that follows a crash between
     RunInstances and the database write adopt the instance instead of starting another.
-    ``host`` is updated in place.
+    ``host`` is updated in place. ``profile``: its meeting's desktop profile, when the caller has it.
     """
     asked_now = now
     now = now or timezone.now()
@@ -95,7 +92,8 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
     try:
         instance = aws.instance_find_live(**names)
         adopted = instance is not None
-        spec = profiles.host_launch_spec(host=host)
+        profile = profile or profiles.desktop_profile_resolve(host.meeting.desktop_profile)
+        spec = profiles.host_launch_spec(host=host, profile=profile)
         if adopted:
             # Started from the warm pool by a call that crashed before recording it: still a warm start.
             resumed = pool.pool_instance_assigned(host=host, instance_id=instance.instance_id)
@@ -104,7 +102,7 @@ def host_launch(*, host: Host, now: datetime | None = None) -> bool:
         if instance is None and pool.warm_start_wanted(host=host):
             # A stopped, booted instance of the warm pool; None (none left, or no capacity to start
             # it) falls back to a cold launch.
-            started = pool.pool_instance_start(host=host, spec=spec, now=now)
+            started = pool.pool_instance_start(host=host, spec=spec, now=now, profile=profile)
             if started is not None:
                 instance, attested_at, warm = started.instance, started.attested_at, True
         if instance is None:
@@ -177,12 +175,14 @@ def _lease_renew(*, host: Host, token: str, now: datetime | None = None) -> bool
 
 def _launch_pending(*, meeting: Meeting, hosts: dict[str, Host], now: datetime | None) -> bool:
     """Launch the current hosts that have no instance yet. False when the meeting failed."""
+    profile = None
     for role in ROLES:
         host = hosts.get(role)
         if host is None or host.instance_id or host.state not in (HostState.PENDING, HostState.LAUNCHING):
             continue
         try:
-            host_launch(host=host, now=now)
+            profile = profile or profiles.desktop_profile_resolve(meeting.desktop_profile)
+            host_launch(host=host, now=now, profile=profile)
         except (aws.AwsConfigError, aws.AwsCapacityError) as exc:
             meeting_fail(meeting=meeting, reason=TerminationReason.LAUNCH_FAILED, error=str(exc))
             return False

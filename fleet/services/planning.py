@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Q, Value
+from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Func, Q, Value
 from django.utils import timezone
 
 from fleet import aws, planner, readiness
@@ -338,16 +338,21 @@ def limits(*, families: Iterable[str], now: datetime) -> planner.Limits:
     )
 
 
-def _occupied(*, now: datetime, model: BootModel) -> dict[tuple[str, int], int]:
-    """vCPUs of the hosts running now, per family and slot until their meeting's hard stop (one query)."""
-    rows = Host.objects.filter(state__in=LIVE_HOST_STATES, meeting__status__in=ACTIVE_STATUSES).values_list(
-        "instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes"
+def _occupied(*, now: datetime, model: BootModel) -> planner.Occupancy:
+    """vCPUs of the hosts running now, per family until their meeting's hard stop (one query, one row
+    per type, profile and schedule: the hosts of lessons that end together count together)."""
+    rows = (
+        Host.objects.filter(state__in=LIVE_HOST_STATES, meeting__status__in=ACTIVE_STATUSES)
+        .values_list("instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes")
+        .annotate(n=Count("pk"))
+        .order_by()
     )
     running = []
-    for instance_type, profile_name, meet_time, duration in rows:
+    for instance_type, profile_name, meet_time, duration, count in rows:
         instance_type = instance_type or model.profile(profile_name).instance_type
         until = windows.hard_stop_at(meet_time, duration)
-        running.append((planner.quota_family(instance_type), planner.vcpus_of(instance_type), now, until))
+        vcpus = planner.vcpus_of(instance_type) * count
+        running.append((planner.quota_family(instance_type), vcpus, now, until))
     return planner.vcpus_running(running)
 
 
@@ -388,7 +393,7 @@ class _Context:
     model: BootModel
     now: datetime
     _limits: planner.Limits | None = None
-    _occupied: dict | None = None
+    _occupied: planner.Occupancy | None = None
 
     @property
     def limits(self) -> planner.Limits:
@@ -398,7 +403,7 @@ class _Context:
         return self._limits
 
     @property
-    def occupied(self) -> dict:
+    def occupied(self) -> planner.Occupancy:
         if self._occupied is None:
             self._occupied = _occupied(now=self.now, model=self.model)
         return self._occupied
@@ -427,8 +432,9 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
             Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings
         ]
     stock: dict[str, dict[str, int]] = defaultdict(lambda: {"ready": 0, "building": 0})
-    for profile_id, state in PoolInstance.objects.held().values_list("profile__name", "state"):
-        stock[profile_id]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += 1
+    held = PoolInstance.objects.held().values_list("profile__name", "state").annotate(n=Count("pk")).order_by()
+    for profile_name, state, count in held:
+        stock[profile_name]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += count
     covered = []
     for booking in sorted(bookings, key=lambda b: (b.meet_time, b.key)):
         profile = model.profile(booking.desktop_profile)

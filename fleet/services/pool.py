@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 # A build whose RunInstances never recorded an instance (a crash in between) is given up after this.
 BUILD_CLAIM_LEASE = timedelta(minutes=5)
 HOST_TAG_KEYS = ("MeetingID", "Role", "Generation")
+# Pool instances a warm start tries (each of another (type, zone) after a capacity error) before launching cold.
+WARM_START_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,45 +62,61 @@ def warm_start_wanted(*, host: Host) -> bool:
     return planning.pool_enabled() and (host.meeting.launch_warm or host.generation > 1)
 
 
-def pool_instance_start(*, host: Host, spec: aws.LaunchSpec, now: datetime | None = None) -> WarmStart | None:
-    """Start a READY pool instance of the host's profile as the host's instance; None when the pool
-    has none (or EC2 has no capacity to start it): the caller launches cold."""
+def pool_instance_start(
+    *, host: Host, spec: aws.LaunchSpec, now: datetime | None = None, profile: DesktopProfile | None = None
+) -> WarmStart | None:
+    """Start a READY pool instance of the host's profile (``profile``, when the caller resolved it) as
+    the host's instance; None when the pool has none that starts: the caller launches cold.
+
+    EC2 runs out of capacity per (instance type, zone), and a stopped instance starts in its own zone
+    or not at all: an instance refused for capacity goes back to the pool, and the next READY one of
+    another (type, zone) is tried, up to ``WARM_START_TRIES`` instances, before the cold launch.
+    """
     now = now or timezone.now()
-    profile = profiles.desktop_profile_resolve(host.meeting.desktop_profile)
+    profile = profile or profiles.desktop_profile_resolve(host.meeting.desktop_profile)
     if profile.pk is None:
         return None
-    with transaction.atomic():
-        claimed = locks.pool_instance_claim(
-            host_id=host.pk, profile_id=profile.pk, ami_id=spec.image_id, instance_types=spec.instance_types
+    out_of_capacity: set[tuple[str, str]] = set()
+    for _ in range(WARM_START_TRIES):
+        with transaction.atomic():
+            claimed = locks.pool_instance_claim(
+                host_id=host.pk,
+                profile_id=profile.pk,
+                ami_id=spec.image_id,
+                instance_types=spec.instance_types,
+                avoid=out_of_capacity,
+            )
+            if claimed is None:
+                return None
+            if claimed.state == PoolState.READY:
+                PoolInstance.objects.filter(pk=claimed.pk).update(state=PoolState.ASSIGNED, host=host, assigned_at=now)
+        names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
+        try:
+            aws.tags_create([claimed.instance_id], aws.instance_tags(**names))
+            aws.instance_start(claimed.instance_id)
+        except aws.AwsCapacityError as exc:
+            logger.warning("warm start of %s for host %s: %s", claimed.instance_id, host.pk, exc)
+            _release(claimed, error=str(exc), profile=profile)
+            out_of_capacity.add((claimed.instance_type, claimed.availability_zone))
+            continue
+        except aws.AwsTransientError as exc:
+            _release(claimed, error=str(exc), profile=profile)
+            raise
+        except aws.AwsError as exc:
+            # Not startable (EC2 says it is not stopped, or it is gone): out of the pool; try the next.
+            logger.warning("warm start of %s for host %s refused: %s", claimed.instance_id, host.pk, exc)
+            _retire([claimed], state=PoolState.FAILED, error=str(exc), now=now)
+            continue
+        instance = aws.Instance(
+            instance_id=claimed.instance_id,
+            state="pending",
+            instance_type=claimed.instance_type,
+            availability_zone=claimed.availability_zone,
+            launch_time=now,
         )
-        if claimed is None:
-            return None
-        if claimed.state == PoolState.READY:
-            PoolInstance.objects.filter(pk=claimed.pk).update(state=PoolState.ASSIGNED, host=host, assigned_at=now)
-    names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
-    try:
-        aws.tags_create([claimed.instance_id], aws.instance_tags(**names))
-        aws.instance_start(claimed.instance_id)
-    except aws.AwsCapacityError as exc:
-        logger.warning("warm start of %s for host %s: %s; launching cold", claimed.instance_id, host.pk, exc)
-        _release(claimed, error=str(exc), profile=profile)
-        return None
-    except aws.AwsTransientError as exc:
-        _release(claimed, error=str(exc), profile=profile)
-        raise
-    except aws.AwsError as exc:
-        # Not startable (EC2 says it is not stopped, or it is gone): out of the pool; launch cold.
-        logger.warning("warm start of %s for host %s refused: %s; launching cold", claimed.instance_id, host.pk, exc)
-        _retire([claimed], state=PoolState.FAILED, error=str(exc), now=now)
-        return None
-    instance = aws.Instance(
-        instance_id=claimed.instance_id,
-        state="pending",
-        instance_type=claimed.instance_type,
-        availability_zone=claimed.availability_zone,
-        launch_time=now,
-    )
-    return WarmStart(instance=instance, attested_at=claimed.attested_at)
+        return WarmStart(instance=instance, attested_at=claimed.attested_at)
+    logger.warning("no warm-pool instance of %s started for host %s; launching cold", profile.name, host.pk)
+    return None
 
 
 def pool_instance_assigned(*, host: Host, instance_id: str) -> PoolInstance | None:
@@ -135,13 +153,15 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     now = now or timezone.now()
     result = PoolSweepResult()
     enabled = planning.pool_enabled()
+    # Only the fields the sweep reads: it looks at every instance the pool holds each minute.
     rows = list(
         PoolInstance.objects.filter(
             state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
-        ).select_related("profile")
+        ).only(*_SWEEP_FIELDS)
     )
     if not rows and not enabled:
         return result
+    images = {pk: _profile_image(profile) for pk, profile in DesktopProfile.objects.in_bulk().items()}
     _follow(rows, now=now, result=result)
     wanted = _wanted(now=now) if enabled else {}
     held = [r for r in rows if r.state in (PoolState.BUILDING, PoolState.STOPPING, PoolState.READY)]
@@ -150,7 +170,7 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     counts: Counter = Counter()
     for row in sorted(held, key=lambda r: (r.state != PoolState.READY, r.launched_at), reverse=True):
         # Newest first: the oldest READY ones are the ones beyond the size.
-        spec_ami, spec_types = _profile_image(row.profile)
+        spec_ami, spec_types = images[row.profile_id]
         stale = row.ami_id != spec_ami or (row.instance_type and row.instance_type not in spec_types)
         too_old = now - row.launched_at > max_age
         beyond = counts[row.profile_id] >= wanted.get(row.profile_id, 0)
@@ -163,6 +183,19 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     if enabled:
         _build(wanted=wanted, have=counts, now=now, result=result)
     return result
+
+
+_SWEEP_FIELDS = (
+    "id",
+    "profile_id",
+    "state",
+    "instance_id",
+    "client_token",
+    "ami_id",
+    "instance_type",
+    "launched_at",
+    "attested_at",
+)
 
 
 def _profile_image(profile: DesktopProfile) -> tuple[str, tuple[str, ...]]:

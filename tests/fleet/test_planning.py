@@ -212,7 +212,7 @@ def test_under_the_fixed_policy_everything_is_admitted_without_launch_at(frozen,
 
 
 # --- the warm pool --------------------------------------------------------------------------------
-def _pool_instance(ec2, settings, state="stopped"):
+def _pool_instance(ec2, settings, state="stopped", zone="us-west-2a"):
     answer = ec2.run_instances(ImageId=settings.ELEPHANT_AMI_ID, InstanceType="g4dn.xlarge", MinCount=1, MaxCount=1)
     instance_id = answer["Instances"][0]["InstanceId"]
     ec2.create_tags(
@@ -232,7 +232,7 @@ def _pool_instance(ec2, settings, state="stopped"):
         client_token=f"pool-{instance_id}",
         ami_id=settings.ELEPHANT_AMI_ID,
         instance_type="g4dn.xlarge",
-        availability_zone="us-west-2a",
+        availability_zone=zone,
         attested_at=datetime.now(UTC) - timedelta(hours=1),
         stopped_at=datetime.now(UTC) - timedelta(minutes=50),
     )
@@ -279,6 +279,33 @@ def test_a_failed_warm_start_falls_back_to_a_cold_launch_and_keeps_the_pool_inst
     assert "MeetingID" not in tags
     meeting.refresh_from_db()
     assert meeting.status == MeetingStatus.LAUNCHED
+
+
+def test_a_capacity_error_on_a_warm_start_tries_a_pool_instance_of_another_zone_first(settings, ec2, ec2_hook):
+    """EC2 runs out of capacity per (type, zone) and a stopped instance starts only in its own zone: the
+    start moves on to a READY instance elsewhere before it gives up on the pool."""
+    settings.ELEPHANT_WARM_POOL = True
+    short = _pool_instance(ec2, settings, zone="us-west-2a")
+    PoolInstance.objects.filter(pk=short.pk).update(stopped_at=datetime.now(UTC) - timedelta(hours=2))  # oldest
+    others = [_pool_instance(ec2, settings, zone="us-west-2b") for _ in range(2)]
+    refused = []
+
+    def no_capacity_in_2a(request, **_):
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
+        if short.instance_id in body:
+            refused.append(short.instance_id)
+            return aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.", 500)
+        return None
+
+    ec2_hook.on("before-send.ec2.StartInstances", no_capacity_in_2a)
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
+    services.meeting_launch(meeting_id=meeting.pk)
+    hosts = list(Host.objects.filter(meeting=meeting))
+    assert set(refused) == {short.instance_id} and len(refused) <= 2  # once per host, then its pool is avoided
+    assert all(h.warm_start for h in hosts)
+    assert {h.instance_id for h in hosts} == {p.instance_id for p in others}
+    short.refresh_from_db()
+    assert short.state == PoolState.READY and short.host is None
 
 
 def test_a_warm_start_a_crash_left_unrecorded_is_adopted_as_warm(settings, ec2):
