@@ -19,7 +19,9 @@ without HTTP so a simulated week runs in minutes:
 - warm pools: StopInstances takes a running instance through ``stopping`` (30 s) to ``stopped``
   and releases its public address; StartInstances boots it again: a new public address, a new
   LaunchTime, DCV after a warm boot (``warm_boot``). Either call on an instance already where it
-  asks is a no-op success, as on EC2; any other state is ``IncorrectInstanceState``;
+  asks is a no-op success, as on EC2; any other state is ``IncorrectInstanceState``.
+  ModifyInstanceAttribute changes the type of a stopped instance only (``IncorrectInstanceState``
+  otherwise), so a start refused for capacity can be retried as another type in the same zone;
 - status checks ``initializing`` for the first two minutes after each launch or start, then ``ok``.
 
 Billing: an instance runs (and bills at the running price) from each launch or start to the next
@@ -353,6 +355,21 @@ class Ec2Model:
             self._running_vcpus += instance.vcpus
             self._boot_began(instance)
         return {"StartingInstances": self._changes(instances, previous, now)}
+
+    def modify_instance_attribute(self, InstanceId="", InstanceType=None, **_) -> dict:  # noqa: N803
+        """Only the instance type, and only of a stopped instance, as on EC2."""
+        self._count("ModifyInstanceAttribute")
+        now = self.clock()
+        (instance,) = self._known("ModifyInstanceAttribute", [InstanceId])
+        if InstanceType is not None:
+            if instance.state(now) != "stopped":
+                raise client_error(
+                    "ModifyInstanceAttribute",
+                    "IncorrectInstanceState",
+                    f"The instance '{InstanceId}' is not in the 'stopped' state.",
+                )
+            instance.instance_type = InstanceType["Value"]
+        return {}
 
     def _describe_one(self, instance: ModelInstance, now: datetime) -> dict:
         state = instance.state(now)

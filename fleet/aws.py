@@ -679,6 +679,19 @@ def instance_start(instance_id: str) -> None:
         raise aws_error(exc, operation="StartInstances") from exc
 
 
+def instance_type_modify(instance_id: str, instance_type: str) -> None:
+    """ModifyInstanceAttribute InstanceType of a stopped instance (EC2 refuses it on any other state,
+    ``IncorrectInstanceState``: ``AwsConfigError`` here). The warm pool's way past a capacity error on
+    start: the instance keeps its zone, volume and configuration, and starts as another type of its profile
+    (one GPU vendor per profile, so the image's drivers fit), as AWS's Instance Scheduler does."""
+    try:
+        aws_call(ec2_client().modify_instance_attribute, InstanceId=instance_id, InstanceType={"Value": instance_type})
+    except ClientError as exc:
+        raise classify_client_error(exc, operation="ModifyInstanceAttribute") from exc
+    except BotoCoreError as exc:
+        raise aws_error(exc, operation="ModifyInstanceAttribute") from exc
+
+
 def instances_stop(instance_ids: Iterable[str]) -> None:
     """StopInstances in batches (the pool's booted instances: a stopped instance bills only its volume)."""
     client = ec2_client()

@@ -6,7 +6,7 @@ never across an AWS call (STYLE 4).
 
 from collections.abc import Iterable
 
-from django.db.models import Q
+from django.db.models import F, Q
 
 from fleet.models import Host, PoolInstance, PoolState
 from meetings.models import Meeting
@@ -37,7 +37,8 @@ def pool_instance_claim(
 ) -> PoolInstance | None:
     """The warm-pool instance a host's launch takes: the one already assigned to it (a launch resumed
     after a crash), else the oldest READY one of its profile with its image and a type it may use,
-    locked, none of the (type, zone) pools in ``avoid`` (out of capacity just now). SKIP LOCKED:
+    locked, none of the (type, zone) pools in ``avoid`` (out of capacity just now), and one refused for
+    capacity before only when there is no other. SKIP LOCKED:
     concurrent launches take different instances instead of queueing on one."""
     mine = PoolInstance.objects.filter(host_id=host_id, state=PoolState.ASSIGNED).first()
     if mine is not None:
@@ -47,4 +48,5 @@ def pool_instance_claim(
     )
     for instance_type, zone in avoid:
         rows = rows.exclude(instance_type=instance_type, availability_zone=zone)
-    return rows.exclude(instance_id="").order_by("stopped_at", "pk").first()
+    # Oldest first, and one EC2 refused for capacity last: its zone is likely still out.
+    return rows.exclude(instance_id="").order_by(F("refused_at").asc(nulls_first=True), "stopped_at", "pk").first()

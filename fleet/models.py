@@ -326,6 +326,9 @@ class PoolInstance(models.Model):
     attested_at = models.DateTimeField(null=True, blank=True, help_text="Its boot script reported DCV configured.")
     stopped_at = models.DateTimeField(null=True, blank=True)
     assigned_at = models.DateTimeField(null=True, blank=True)
+    refused_at = models.DateTimeField(
+        null=True, blank=True, help_text="EC2 last refused to start it for capacity (its zone was out of its types)."
+    )
     retired_at = models.DateTimeField(null=True, blank=True)
     host = models.OneToOneField(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="pool_instance")
     last_error = models.TextField(blank=True)

@@ -29,15 +29,6 @@ def hard_stop_at(meet_time: datetime, duration_minutes: int) -> datetime:
     return meet_time + timedelta(minutes=duration_minutes + settings.ELEPHANT_OVERRUN_GRACE)
 
 
-def hard_stop_expression():
-    """``hard_stop_at`` of each row, as a query expression (for filters over many meetings)."""
-    from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
-
-    minute = Value(timedelta(minutes=1), output_field=DurationField())
-    grace = Value(timedelta(minutes=settings.ELEPHANT_OVERRUN_GRACE), output_field=DurationField())
-    return ExpressionWrapper(F("meet_time") + F("duration_minutes") * minute + grace, output_field=DateTimeField())
-
-
 def safety_net_at(meet_time: datetime) -> datetime:
     """When the no-show safety net judges the meeting (ELEPHANT_SAFETY_NET_MINUTES after the start)."""
     return meet_time + timedelta(minutes=settings.ELEPHANT_SAFETY_NET_MINUTES)

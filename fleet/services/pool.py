@@ -46,8 +46,10 @@ logger = logging.getLogger(__name__)
 # A build whose RunInstances never recorded an instance (a crash in between) is given up after this.
 BUILD_CLAIM_LEASE = timedelta(minutes=5)
 HOST_TAG_KEYS = ("MeetingID", "Role", "Generation")
-# Pool instances a warm start tries (each of another (type, zone) after a capacity error) before launching cold.
+# Pool instances a warm start tries (each outside the (type, zone) pools EC2 refused) before launching cold.
 WARM_START_TRIES = 3
+# A (type, zone) pool EC2 refused a start in is not asked again for this long (capacity comes back in minutes).
+CAPACITY_MEMORY = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,21 @@ def pool_instance_start(
     the host's instance; None when the pool has none that starts: the caller launches cold.
 
     EC2 runs out of capacity per (instance type, zone), and a stopped instance starts in its own zone
-    or not at all: an instance refused for capacity goes back to the pool, and the next READY one of
-    another (type, zone) is tried, up to ``WARM_START_TRIES`` instances, before the cold launch.
+    or not at all. A start refused for capacity is tried again as each other type of the profile in
+    the same zone (ModifyInstanceAttribute on the stopped instance, as AWS's Instance Scheduler
+    does); an instance no type starts goes back to the pool, and the next READY one outside the
+    refused (type, zone) pools is tried, up to ``WARM_START_TRIES`` instances, before the cold launch.
     """
     now = now or timezone.now()
     profile = profile or profiles.desktop_profile_resolve(host.meeting.desktop_profile)
     if profile.pk is None:
         return None
-    out_of_capacity: set[tuple[str, str]] = set()
+    # The (type, zone) pools EC2 refused a start in just now, for this host or another.
+    out_of_capacity = set(
+        PoolInstance.objects.filter(refused_at__gte=now - CAPACITY_MEMORY).values_list(
+            "instance_type", "availability_zone"
+        )
+    )
     for _ in range(WARM_START_TRIES):
         with transaction.atomic():
             claimed = locks.pool_instance_claim(
@@ -93,12 +102,7 @@ def pool_instance_start(
         names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
         try:
             aws.tags_create([claimed.instance_id], aws.instance_tags(**names))
-            aws.instance_start(claimed.instance_id)
-        except aws.AwsCapacityError as exc:
-            logger.warning("warm start of %s for host %s: %s", claimed.instance_id, host.pk, exc)
-            _release(claimed, error=str(exc), profile=profile)
-            out_of_capacity.add((claimed.instance_type, claimed.availability_zone))
-            continue
+            started_as = _start_as_some_type(claimed, spec=spec, out_of_capacity=out_of_capacity)
         except aws.AwsTransientError as exc:
             _release(claimed, error=str(exc), profile=profile)
             raise
@@ -107,10 +111,18 @@ def pool_instance_start(
             logger.warning("warm start of %s for host %s refused: %s", claimed.instance_id, host.pk, exc)
             _retire([claimed], state=PoolState.FAILED, error=str(exc), now=now)
             continue
+        if started_as is None:
+            _release(
+                claimed,
+                error=f"no capacity to start it in {claimed.availability_zone}",
+                profile=profile,
+                refused_at=now,
+            )
+            continue
         instance = aws.Instance(
             instance_id=claimed.instance_id,
             state="pending",
-            instance_type=claimed.instance_type,
+            instance_type=started_as,
             availability_zone=claimed.availability_zone,
             launch_time=now,
         )
@@ -119,21 +131,49 @@ def pool_instance_start(
     return None
 
 
+def _start_as_some_type(
+    claimed: PoolInstance, *, spec: aws.LaunchSpec, out_of_capacity: set[tuple[str, str]]
+) -> str | None:
+    """StartInstances on ``claimed`` as its own type, then as each other type of the profile EC2 has not
+    just refused in its zone (changing the stopped instance's type first). The type it started as, or
+    None when capacity refused them all (``out_of_capacity`` learns each refused pool)."""
+    zone = claimed.availability_zone
+    types = [claimed.instance_type, *(t for t in spec.instance_types if t != claimed.instance_type)]
+    for instance_type in types:
+        if (instance_type, zone) in out_of_capacity:
+            continue
+        if instance_type != claimed.instance_type:
+            aws.instance_type_modify(claimed.instance_id, instance_type)
+            PoolInstance.objects.filter(pk=claimed.pk).update(instance_type=instance_type)
+            claimed.instance_type = instance_type
+        try:
+            aws.instance_start(claimed.instance_id)
+        except aws.AwsCapacityError as exc:
+            logger.warning("warm start of %s as %s: %s", claimed.instance_id, instance_type, exc)
+            out_of_capacity.add((instance_type, zone))
+            continue
+        return instance_type
+    return None
+
+
 def pool_instance_assigned(*, host: Host, instance_id: str) -> PoolInstance | None:
     """The pool instance handed to ``host`` as ``instance_id`` (a warm start a crash left unrecorded)."""
     return PoolInstance.objects.filter(host=host, instance_id=instance_id, state=PoolState.ASSIGNED).first()
 
 
-def _release(pool_instance: PoolInstance, *, error: str, profile: DesktopProfile) -> None:
+def _release(
+    pool_instance: PoolInstance, *, error: str, profile: DesktopProfile, refused_at: datetime | None = None
+) -> None:
     """Back to READY after a start that did not happen (its host tags removed, best effort: the
-    reaper knows a held pool instance whatever its tags)."""
+    reaper knows a held pool instance whatever its tags); ``refused_at``: EC2 had no capacity for it."""
     try:
         aws.tags_delete([pool_instance.instance_id], HOST_TAG_KEYS)
         aws.tags_create([pool_instance.instance_id], aws.pool_tags(profile=profile.name)[:1])
     except aws.AwsError as exc:
         logger.warning("could not restore the pool tags of %s: %s", pool_instance.instance_id, exc)
+    refused = {"refused_at": refused_at} if refused_at is not None else {}
     PoolInstance.objects.filter(pk=pool_instance.pk, state=PoolState.ASSIGNED).update(
-        state=PoolState.READY, host=None, assigned_at=None, last_error=error[:2000]
+        state=PoolState.READY, host=None, assigned_at=None, last_error=error[:2000], **refused
     )
 
 

@@ -10,6 +10,7 @@ first instance type has no capacity: the hosts launch on the fallback type, in t
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -158,6 +159,14 @@ def test_a_meeting_scheduled_now_runs_its_whole_life_on_the_local_stack(stack, t
     # The hosts attest (the stand-in plays their boot script): EC2's status checks, "initializing" for
     # a minute under the strict proxy's `make run` rules, are no gate.
     wait_until("HEALTHY", lambda: status() == "HEALTHY", 30, stack)
+
+    # Both boots went into the history the learned launch lead is fitted from (on make run's SQLite too).
+    def boots():
+        with sqlite3.connect(tmp_path / "e2e.sqlite3") as db:
+            rows = db.execute("SELECT boot_seconds FROM fleet_host WHERE meeting_id = ?", [meeting_id]).fetchall()
+        return len(rows) == 2 and all(seconds is not None and seconds >= 0 for (seconds,) in rows)
+
+    wait_until("both boots recorded", boots, 15, stack)
 
     join = requests.get(meeting["teacher_link"], headers={"Accept": "application/json"}, timeout=10)
     assert join.status_code == 200, join.text

@@ -281,31 +281,62 @@ def test_a_failed_warm_start_falls_back_to_a_cold_launch_and_keeps_the_pool_inst
     assert meeting.status == MeetingStatus.LAUNCHED
 
 
-def test_a_capacity_error_on_a_warm_start_tries_a_pool_instance_of_another_zone_first(settings, ec2, ec2_hook):
-    """EC2 runs out of capacity per (type, zone) and a stopped instance starts only in its own zone: the
-    start moves on to a READY instance elsewhere before it gives up on the pool."""
-    settings.ELEPHANT_WARM_POOL = True
-    short = _pool_instance(ec2, settings, zone="us-west-2a")
-    PoolInstance.objects.filter(pk=short.pk).update(stopped_at=datetime.now(UTC) - timedelta(hours=2))  # oldest
-    others = [_pool_instance(ec2, settings, zone="us-west-2b") for _ in range(2)]
+def _refuse_starts(ec2, ec2_hook, refuse):
+    """StartInstances answers InsufficientInstanceCapacity (HTTP 500, as EC2) when ``refuse(instance)``
+    says so of the instance as the local EC2 describes it now; the refused ids are listed."""
     refused = []
 
-    def no_capacity_in_2a(request, **_):
+    def hook(request, **_):
         body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
-        if short.instance_id in body:
-            refused.append(short.instance_id)
-            return aws_error("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.", 500)
+        for reservation in ec2.describe_instances()["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["InstanceId"] in body and refuse(instance):
+                    refused.append((instance["InstanceId"], instance["InstanceType"]))
+                    return aws_error(
+                        "InsufficientInstanceCapacity", "We currently do not have sufficient capacity.", 500
+                    )
         return None
 
-    ec2_hook.on("before-send.ec2.StartInstances", no_capacity_in_2a)
+    ec2_hook.on("before-send.ec2.StartInstances", hook)
+    return refused
+
+
+def test_a_capacity_error_on_a_warm_start_starts_the_instance_as_another_type_of_the_profile(settings, ec2, ec2_hook):
+    """EC2 has no g4dn.xlarge to start in the instance's zone: the stopped instance is changed to the
+    profile's next type and started as that, still warm (AWS's Instance Scheduler does the same)."""
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge", "g5.xlarge"]
+    pooled = [_pool_instance(ec2, settings) for _ in range(2)]
+    refused = _refuse_starts(ec2, ec2_hook, lambda instance: instance["InstanceType"] == "g4dn.xlarge")
     meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
     services.meeting_launch(meeting_id=meeting.pk)
     hosts = list(Host.objects.filter(meeting=meeting))
-    assert set(refused) == {short.instance_id} and len(refused) <= 2  # once per host, then its pool is avoided
+    assert sorted(refused) == sorted((p.instance_id, "g4dn.xlarge") for p in pooled)
+    assert all(h.warm_start and h.instance_type == "g5.xlarge" for h in hosts)
+    assert {h.instance_id for h in hosts} == {p.instance_id for p in pooled}
+    for host in hosts:
+        assert _state(ec2, host.instance_id)["InstanceType"] == "g5.xlarge"
+    assert set(PoolInstance.objects.values_list("instance_type", flat=True)) == {"g5.xlarge"}
+
+
+def test_a_warm_start_no_type_can_start_moves_to_a_pool_instance_of_another_zone(settings, ec2, ec2_hook):
+    """Every type refused for one instance (its zone is out): it goes back to the pool and READY
+    instances elsewhere start instead, before any cold launch."""
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge", "g5.xlarge"]
+    short = _pool_instance(ec2, settings, zone="us-west-2a")
+    PoolInstance.objects.filter(pk=short.pk).update(stopped_at=datetime.now(UTC) - timedelta(hours=2))  # oldest
+    others = [_pool_instance(ec2, settings, zone="us-west-2b") for _ in range(2)]
+    refused = _refuse_starts(ec2, ec2_hook, lambda instance: instance["InstanceId"] == short.instance_id)
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
+    services.meeting_launch(meeting_id=meeting.pk)
+    hosts = list(Host.objects.filter(meeting=meeting))
+    assert {instance_id for instance_id, _ in refused} == {short.instance_id}
     assert all(h.warm_start for h in hosts)
     assert {h.instance_id for h in hosts} == {p.instance_id for p in others}
     short.refresh_from_db()
-    assert short.state == PoolState.READY and short.host is None
+    assert short.state == PoolState.READY and short.host is None and "capacity" in short.last_error
+    assert _state(ec2, short.instance_id)["State"]["Name"] == "stopped"
 
 
 def test_a_warm_start_a_crash_left_unrecorded_is_adopted_as_warm(settings, ec2):
