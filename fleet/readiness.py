@@ -15,7 +15,7 @@ Pure functions: the caller reads the history and hands in ``BootSample`` values.
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 _STANDARD = NormalDist()
@@ -71,27 +71,44 @@ def recency_weight(age_days: float, *, half_life_days: float) -> float:
     return 0.5 ** (max(0.0, age_days) / half_life_days)
 
 
-def boot_distribution(samples: Iterable[BootSample], *, prior: Prior, half_life_days: float = 14.0) -> LogNormal:
-    """The boot-time distribution that ``samples`` (and the prior) imply.
+@dataclass
+class BootStats:
+    """What a fit needs of a key's boots: the recency-weighted sums of the uncensored log seconds (sum of
+    weights, of weight * y, of weight * y squared) and each censored boot as (log seconds, weight). A
+    database can add these up itself (``fleet.services.planning``), so a month of boots is one row."""
 
-    The uncensored boots enter as sufficient statistics (weighted sums of y and y squared), computed
-    once; only the censored ones are revisited each EM round, so a fit over a month of a busy fleet
-    costs a pass over its timeouts, not over all its boots.
-    """
-    p0, w0 = prior.distribution, max(prior.weight, 0.0)
-    known_w = known_y = known_y2 = 0.0
-    censored: list[tuple[float, float]] = []
-    for sample in samples:
+    known_weight: float = 0.0
+    known_y: float = 0.0
+    known_y2: float = 0.0
+    censored: list[tuple[float, float]] = field(default_factory=list)
+
+    def add(self, sample: BootSample, *, half_life_days: float) -> None:
         weight = recency_weight(sample.age_days, half_life_days=half_life_days)
         if weight <= 1e-9:
-            continue
+            return
         y = math.log(max(sample.seconds, 1e-3))
         if sample.censored:
-            censored.append((y, weight))
+            self.censored.append((y, weight))
         else:
-            known_w += weight
-            known_y += weight * y
-            known_y2 += weight * y * y
+            self.known_weight += weight
+            self.known_y += weight * y
+            self.known_y2 += weight * y * y
+
+
+def boot_distribution(samples: Iterable[BootSample], *, prior: Prior, half_life_days: float = 14.0) -> LogNormal:
+    """The boot-time distribution that ``samples`` (and the prior) imply."""
+    stats = BootStats()
+    for sample in samples:
+        stats.add(sample, half_life_days=half_life_days)
+    return boot_fit(stats, prior=prior)
+
+
+def boot_fit(stats: BootStats, *, prior: Prior) -> LogNormal:
+    """The distribution ``stats`` (and the prior) imply: the uncensored boots enter as their sums, and
+    only the censored ones are revisited each EM round, so a fit costs a pass over the timeouts, not
+    over all the boots."""
+    p0, w0 = prior.distribution, max(prior.weight, 0.0)
+    known_w, known_y, known_y2, censored = stats.known_weight, stats.known_y, stats.known_y2, stats.censored
     total = w0 + known_w + sum(w for _, w in censored)
     if total <= w0:
         return p0

@@ -19,6 +19,7 @@
 ELEPHANT_LAUNCH_LEAD``) and the health timeout is ``ELEPHANT_HEALTH_TIMEOUT``.
 """
 
+import itertools
 import logging
 import math
 from collections import defaultdict
@@ -33,7 +34,16 @@ from django.db.models import Case, Count, FloatField, Q, Value, When
 from django.utils import timezone
 
 from fleet import aws, planner, readiness
-from fleet.models import LIVE_HOST_STATES, BootEstimate, DesktopOs, DesktopProfile, Host, PoolInstance, PoolState
+from fleet.models import (
+    BOOTING_HOST_STATES,
+    LIVE_HOST_STATES,
+    BootEstimate,
+    DesktopOs,
+    DesktopProfile,
+    Host,
+    PoolInstance,
+    PoolState,
+)
 from meetings import windows
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
 from meetings.schedule import Admission
@@ -105,6 +115,128 @@ def _pool_build_samples(*, since: datetime, now: datetime):
         yield (ami, instance_type, zone, False), sample
 
 
+@dataclass
+class KeyHistory:
+    """One key's recorded boots as the fit and the admin use them."""
+
+    stats: readiness.BootStats = field(default_factory=readiness.BootStats)
+    samples: int = 0
+    censored: int = 0
+    observed_p50: float | None = None
+    observed_p95: float | None = None
+
+
+def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> dict[tuple, KeyHistory]:
+    """Every key's recorded boots since ``since`` (hosts' and pool builds'). PostgreSQL adds the
+    uncensored ones up itself (one row per key, whatever the months of history); elsewhere they are
+    read (``summed`` picks one way regardless, for the test that holds them equal)."""
+    if summed if summed is not None else connection.vendor == "postgresql":
+        return _history_summed(since=since, now=now)
+    half_life = settings.ELEPHANT_BOOT_HALF_LIFE_DAYS
+    rows = (
+        Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since)
+        .exclude(ami_id="")
+        .values_list(
+            "ami_id", "instance_type", "availability_zone", "warm_start", "boot_seconds", "boot_censored", "launched_at"
+        )
+    )
+    samples = (
+        (
+            (ami, instance_type, zone, warm),
+            readiness.BootSample(seconds, censored, (now - launched).total_seconds() / 86400),
+        )
+        for ami, instance_type, zone, warm, seconds, censored, launched in rows.iterator(chunk_size=5000)
+    )
+    found: dict[tuple, KeyHistory] = defaultdict(KeyHistory)
+    observed: dict[tuple, list[float]] = defaultdict(list)
+    for key, sample in itertools.chain(samples, _pool_build_samples(since=since, now=now)):
+        history = found[key]
+        history.stats.add(sample, half_life_days=half_life)
+        history.samples += 1
+        history.censored += sample.censored
+        if not sample.censored:
+            observed[key].append(sample.seconds)
+    for key, seconds in observed.items():
+        seconds.sort()
+        found[key].observed_p50, found[key].observed_p95 = _percentile(seconds, 0.50), _percentile(seconds, 0.95)
+    return dict(found)
+
+
+def _history_sql() -> str:
+    host, pool = Host._meta.db_table, PoolInstance._meta.db_table
+    return f"""
+        WITH boots AS (
+            SELECT ami_id, instance_type, availability_zone, warm_start AS warm,
+                   boot_seconds AS seconds, boot_censored AS censored, launched_at
+            FROM "{host}"
+            WHERE boot_seconds IS NOT NULL AND launched_at >= %(since)s AND ami_id <> ''
+            UNION ALL
+            SELECT ami_id, instance_type, availability_zone, FALSE,
+                   GREATEST(EXTRACT(EPOCH FROM COALESCE(attested_at, retired_at) - launched_at), 0)::float8,
+                   attested_at IS NULL, launched_at
+            FROM "{pool}"
+            WHERE launched_at >= %(since)s AND instance_id <> '' AND ami_id <> ''
+              AND (attested_at IS NOT NULL OR (state = %(failed)s AND retired_at IS NOT NULL))
+        ), weighted AS (
+            SELECT *,
+                   POWER(0.5::float8, GREATEST(EXTRACT(EPOCH FROM %(now)s - launched_at), 0)::float8
+                         / 86400.0 / %(half_life)s) AS w,
+                   LN(GREATEST(seconds, 0.001)::float8) AS y
+            FROM boots
+        )
+        SELECT ami_id, instance_type, availability_zone, warm, COUNT(*), COUNT(*) FILTER (WHERE censored),
+               COALESCE(SUM(w) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               COALESCE(SUM(w * y) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               COALESCE(SUM(w * y * y) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
+               PERCENTILE_DISC(0.95) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
+               ARRAY_AGG(y) FILTER (WHERE censored AND w > 1e-9), ARRAY_AGG(w) FILTER (WHERE censored AND w > 1e-9)
+        FROM weighted GROUP BY 1, 2, 3, 4
+    """
+
+
+def _history_summed(*, since: datetime, now: datetime) -> dict[tuple, KeyHistory]:
+    params = {
+        "since": since,
+        "now": now,
+        "half_life": settings.ELEPHANT_BOOT_HALF_LIFE_DAYS,
+        "failed": PoolState.FAILED,
+    }
+    found = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_history_sql(), params)
+        for ami, instance_type, zone, warm, count, censored, w, wy, wy2, p50, p95, ys, ws in cursor.fetchall():
+            stats = readiness.BootStats(
+                known_weight=w, known_y=wy, known_y2=wy2, censored=list(zip(ys or [], ws or [], strict=True))
+            )
+            found[(ami, instance_type, zone, warm)] = KeyHistory(stats, count, censored, p50, p95)
+    return found
+
+
+def _in_flight(*, since: datetime, now: datetime):
+    """Boots still going on (hosts not yet healthy, pool builds not yet attested): each took at least
+    as long as it has run so far, which the fit counts as censored, so a slow hour moves the lead
+    while its boots are still coming up rather than once they are over (one query each)."""
+    hosts = (
+        Host.objects.filter(
+            state__in=BOOTING_HOST_STATES, boot_seconds__isnull=True, healthy_at__isnull=True, launched_at__gte=since
+        )
+        .exclude(instance_id="")
+        .exclude(ami_id="")
+        .values_list("ami_id", "instance_type", "availability_zone", "warm_start", "launched_at")
+    )
+    builds = (
+        PoolInstance.objects.filter(state=PoolState.BUILDING, attested_at__isnull=True, launched_at__gte=since)
+        .exclude(instance_id="")
+        .exclude(ami_id="")
+        .values_list("ami_id", "instance_type", "availability_zone", "launched_at")
+    )
+    rows = itertools.chain(hosts, ((ami, kind, zone, False, at) for ami, kind, zone, at in builds))
+    for ami, instance_type, zone, warm, launched in rows:
+        seconds = max(0.0, (now - launched).total_seconds())
+        yield (ami, instance_type, zone, warm), readiness.BootSample(seconds=seconds, censored=True)
+
+
 def _prior(os: str, warm: bool) -> readiness.Prior:
     table = settings.ELEPHANT_BOOT_PRIOR
     median, p95 = table.get(os, table.get(DesktopOs.WINDOWS, {})).get("warm" if warm else "cold", (420, 1200))
@@ -115,38 +247,22 @@ def _prior(os: str, warm: bool) -> readiness.Prior:
 
 
 def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) -> int:
-    """Fit every key's distribution from the last ``ELEPHANT_BOOT_HISTORY_DAYS`` of boots (one read of the
-    history, one write per key). Skipped when the last fit is younger than ``REFIT_EVERY`` (unless ``force``).
-    Returns the number of keys fitted."""
+    """Fit every key's distribution from the last ``ELEPHANT_BOOT_HISTORY_DAYS`` of boots, and the boots
+    still going on (censored at how long they have run so far): a constant number of queries, one write
+    per key. Skipped when the last fit is younger than ``REFIT_EVERY`` (unless ``force``). Returns the
+    number of keys fitted."""
     now = now or timezone.now()
     if not force:
         last = BootEstimate.objects.order_by("-fitted_at").values_list("fitted_at", flat=True).first()
         if last is not None and now - last < REFIT_EVERY:
             return 0
     since = now - timedelta(days=settings.ELEPHANT_BOOT_HISTORY_DAYS)
-    history = (
-        Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since)
-        .exclude(ami_id="")
-        .values_list(
-            "ami_id", "instance_type", "availability_zone", "warm_start", "boot_seconds", "boot_censored", "launched_at"
-        )
-    )
-    grouped: dict[tuple, list[readiness.BootSample]] = defaultdict(list)
-    for ami, instance_type, zone, warm, seconds, was_censored, launched in history.iterator(chunk_size=5000):
-        age = (now - launched).total_seconds() / 86400
-        grouped[(ami, instance_type, zone, warm)].append(
-            readiness.BootSample(seconds=seconds, censored=was_censored, age_days=age)
-        )
-    for key, sample in _pool_build_samples(since=since, now=now):
-        grouped[key].append(sample)
+    found = _history(since=since, now=now)
+    for key, sample in _in_flight(since=since, now=now):
+        found.setdefault(key, KeyHistory()).stats.add(sample, half_life_days=settings.ELEPHANT_BOOT_HALF_LIFE_DAYS)
     os_of_ami = _os_of_amis()
-    for (ami, instance_type, zone, warm), samples in grouped.items():
-        fit = readiness.boot_distribution(
-            samples,
-            prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm),
-            half_life_days=settings.ELEPHANT_BOOT_HALF_LIFE_DAYS,
-        )
-        observed = sorted(s.seconds for s in samples if not s.censored)
+    for (ami, instance_type, zone, warm), history in found.items():
+        fit = readiness.boot_fit(history.stats, prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm))
         BootEstimate.objects.update_or_create(
             ami_id=ami,
             instance_type=instance_type,
@@ -155,16 +271,16 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
             defaults={
                 "mu": fit.mu,
                 "sigma": fit.sigma,
-                "samples": len(samples),
-                "censored": sum(s.censored for s in samples),
-                "observed_p50_seconds": _percentile(observed, 0.50),
-                "observed_p95_seconds": _percentile(observed, 0.95),
+                "samples": history.samples,
+                "censored": history.censored,
+                "observed_p50_seconds": history.observed_p50,
+                "observed_p95_seconds": history.observed_p95,
                 "fitted_at": now,
             },
         )
-    if not grouped:
+    if not found:
         BootEstimate.objects.update(fitted_at=now)
-    return len(grouped)
+    return len(found)
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -102,14 +102,73 @@ def test_warm_pool_builds_feed_the_cold_boot_history(frozen, settings):
         launched_at=NOW - timedelta(hours=2),
         retired_at=NOW - timedelta(hours=1),
     )
-    # Still booting: says nothing yet.
+    # Still booting, for a minute so far: in the fit as "longer than a minute", not yet a recorded boot.
     PoolInstance.objects.create(
-        profile=profile, instance_id="i-0poolbuilding01", client_token="pool-building", ami_id="ami-0history"
+        profile=profile,
+        instance_id="i-0poolbuilding01",
+        client_token="pool-building",
+        ami_id="ami-0history",
+        instance_type="g4dn.xlarge",
+        availability_zone="us-west-2a",
+        launched_at=NOW - timedelta(minutes=1),
     )
     planning.boot_estimates_refit(now=NOW, force=True)
     (cold,) = BootEstimate.objects.all()
     assert (cold.ami_id, cold.warm_start, cold.samples, cold.censored) == ("ami-0history", False, 13, 1)
     assert 480 < cold.distribution.median < 560
+    assert (cold.observed_p50_seconds, cold.observed_p95_seconds) == (505, 511)
+
+
+def test_boots_still_going_on_count_as_censored_so_a_slow_hour_moves_the_lead_before_it_ends(frozen, settings):
+    """Twenty boots of about 300 s on record, then ten hosts launched 40 minutes ago and still not healthy:
+    the fit takes them as longer than 40 minutes now, not when they finally time out."""
+    settings.ELEPHANT_AMI_ID = "ami-0history"
+    for n in range(10):
+        meeting = make_meeting(meet_time=NOW - timedelta(hours=1, minutes=n))
+        _booted(meeting, "teacher", 300 + n)
+        _booted(meeting, "student", 310 + n)
+    planning.boot_estimates_refit(now=NOW, force=True)
+    lead_before = planning.BootModel.load().lead("", False)
+    for n in range(5):
+        meeting = make_meeting(meet_time=NOW + timedelta(minutes=5 + n), status=MeetingStatus.LAUNCHED)
+        for role in ("teacher", "student"):
+            make_host(
+                meeting,
+                role,
+                state=HostState.BOOTING,
+                instance_id=f"i-0slow{n}{role[0]}",
+                ami_id="ami-0history",
+                instance_type="g4dn.xlarge",
+                availability_zone="us-west-2a",
+                launched_at=NOW - timedelta(minutes=40),
+            )
+    planning.boot_estimates_refit(now=NOW, force=True)
+    (estimate,) = BootEstimate.objects.all()
+    assert (estimate.samples, estimate.censored) == (20, 0)  # the record counts finished boots only
+    assert estimate.distribution.quantile(0.9) > 40 * 60
+    assert planning.BootModel.load().lead("", False) > lead_before + timedelta(minutes=20)
+
+
+def test_the_history_summed_in_postgresql_equals_the_history_read_row_by_row(frozen, settings):
+    """The refit adds a month of boots up in SQL (one row per key); SQLite (make run) reads them. Same fit."""
+    for n in range(30):
+        meeting = make_meeting(meet_time=NOW - timedelta(days=n % 20, minutes=n))
+        _booted(meeting, "teacher", 200 + 13 * n, censored=n % 7 == 0)
+        _booted(meeting, "student", 250 + 11 * n, ami="ami-0other")
+        Host.objects.filter(meeting=meeting).update(launched_at=NOW - timedelta(days=n % 20, hours=1))
+    since = NOW - timedelta(days=60)
+    summed = planning._history(since=since, now=NOW, summed=True)
+    read = planning._history(since=since, now=NOW, summed=False)
+    assert summed.keys() == read.keys() and len(summed) == 2
+    for key, history in summed.items():
+        other = read[key]
+        assert (history.samples, history.censored) == (other.samples, other.censored)
+        assert (history.observed_p50, history.observed_p95) == (other.observed_p50, other.observed_p95)
+        assert history.stats.known_weight == pytest.approx(other.stats.known_weight)
+        assert history.stats.known_y == pytest.approx(other.stats.known_y)
+        assert history.stats.known_y2 == pytest.approx(other.stats.known_y2)
+        flat = [value for pair in sorted(history.stats.censored) for value in pair]
+        assert flat == pytest.approx([value for pair in sorted(other.stats.censored) for value in pair])
 
 
 def test_a_host_given_up_before_healthy_records_a_censored_boot(frozen):
