@@ -394,10 +394,18 @@ def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "sys
     )
 
 
-def meeting_keep_alive(*, meeting_id: str) -> bool:
-    """Record that the safety net found the meeting in progress with nothing recorded yet. Once."""
-    meeting = Meeting.objects.filter(pk=meeting_id, status=MeetingStatus.IN_PROGRESS).first()
-    if meeting is None or meeting.events.filter(reason=SAFETY_NET_KEPT_ALIVE).exists():
+def meeting_keep_alive(*, meeting_id: str, meeting: Meeting | None = None, kept_alive: bool | None = None) -> bool:
+    """Record that the safety net found the meeting in progress with nothing recorded yet. Once.
+
+    ``meeting`` and ``kept_alive``: what a caller that just judged the meeting read of it (not read again).
+    """
+    if meeting is None or meeting.status != MeetingStatus.IN_PROGRESS:
+        meeting = Meeting.objects.filter(pk=meeting_id, status=MeetingStatus.IN_PROGRESS).first()
+    if (
+        meeting is None
+        or kept_alive
+        or (kept_alive is None and meeting.events.filter(reason=SAFETY_NET_KEPT_ALIVE).exists())
+    ):
         return False
     MeetingEvent.objects.create(
         meeting=meeting,

@@ -238,10 +238,10 @@ def meeting_reconcile(*, meeting: Meeting, now: datetime | None = None) -> None:
             )
             if replacement is not None:
                 hosts[role] = replacement
-            meeting.refresh_from_db()
+            meeting.refresh_from_db(fields=["status", "version"])
             if meeting.status not in ACTIVE_STATUSES:
                 return
-    meeting.refresh_from_db()
+    meeting.refresh_from_db(fields=["status", "version"])
     meeting_progress(meeting=meeting, hosts=hosts)
 
 

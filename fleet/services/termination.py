@@ -65,19 +65,20 @@ def meeting_termination_rules_apply(*, meeting_id: str, now: datetime | None = N
     meeting = Meeting.objects.filter(pk=meeting_id, status__in=ACTIVE_STATUSES).first()
     if meeting is None:
         return None
+    kept_alive = meeting_kept_alive(meeting_id=meeting.pk)
     verdict = termination_verdict(
         status=meeting.status,
         meet_time=meeting.meet_time,
         duration_minutes=meeting.duration_minutes,
         teacher_session_data=meeting.teacher_session_data,
         student_session_data=meeting.student_session_data,
-        kept_alive=meeting_kept_alive(meeting_id=meeting.pk),
+        kept_alive=kept_alive,
         now=now,
         hosts_ready=meeting.status not in PRE_HEALTHY_STATUSES
         and not selectors.meeting_ids_with_hosts_not_ready(meeting_id=meeting.pk),
     )
     if verdict == KEEP_ALIVE:
-        meeting_services.meeting_keep_alive(meeting_id=meeting.pk)
+        meeting_services.meeting_keep_alive(meeting_id=meeting.pk, meeting=meeting, kept_alive=kept_alive)
     elif verdict:
         meeting_terminate(meeting=meeting, reason=verdict)
     return verdict

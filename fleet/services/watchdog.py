@@ -176,7 +176,7 @@ def host_running(*, host_id: int, address: str, availability_zone: str = "") -> 
         )
         if written:
             meeting_record_change(meeting=meeting, reason=EventReason.HOST_LINK, detail=f"{host.role}: {link}")
-    meeting.refresh_from_db()
+    meeting.refresh_from_db(fields=["status", "version"])
     meeting_progress(meeting=meeting)
     return written
 
