@@ -670,14 +670,28 @@ def schedule_admit(
         since, until = _window(start, duration_minutes)
         others = [*_scheduled(since=since, until=until, exclude=exclude), *booked]
         others = [b for b in others if since <= b.meet_time <= until]
+        candidate = _warm_if_late(candidate, others=others, context=context)
         launch_at = _admits(candidate, context=context, others=others)
         if launch_at is None:
             raise ValidationError(
                 {"meet_time": [_refusal(start, duration_minutes, desktop_profile, context=context, exclude=exclude)]}
             )
         booked.append(candidate)
-        admitted.append(Admission(launch_at=launch_at))
+        admitted.append(Admission(launch_at=launch_at, warm=candidate.warm))
     return admitted
+
+
+def _warm_if_late(candidate: Booking, *, others: list[Booking], context: _Context) -> Booking:
+    """A booking too late for a cold launch to be ready in time (its cold deadline is before the next
+    plan) goes on the warm pool when the pool has instances for it, so the launch sweep does not start
+    it cold before the plan sweep sees it: the pool keeps a spare for exactly these (``pool._wanted``)."""
+    if not pool_enabled():
+        return candidate
+    cold_deadline = candidate.meet_time - context.model.lead(candidate.desktop_profile, False)
+    if cold_deadline > context.now + timedelta(seconds=settings.ELEPHANT_PLAN_SECONDS):
+        return candidate
+    covered = _pool_coverage([*others, candidate], model=context.model, now=context.now)
+    return next(b for b in covered if b.key == candidate.key)
 
 
 def _refusal(

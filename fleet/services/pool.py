@@ -10,22 +10,25 @@ the pool holds stopped instances, billed only for their volumes).
   stopped: BUILDING -> STOPPING -> READY. A build that does not attest within
   ``ELEPHANT_HEALTH_TIMEOUT_CAP`` minutes is terminated (FAILED).
 - **Size**: twice the SCHEDULED meetings of the profile in the next ``ELEPHANT_WARM_POOL_HORIZON_HOURS``
-  plus ``ELEPHANT_WARM_POOL_SPARE`` for late bookings, at most the profile's ``warm_pool_max``
-  (blank: ``ELEPHANT_WARM_POOL_MAX``). Builds draw on the RunInstances budget the launch plan leaves
+  plus ``ELEPHANT_WARM_POOL_SPARE``, plus a spare for the late bookings this time of day has seen on
+  the last seven days (booked too late for a cold launch: ``_late_bookings``), at most the profile's
+  ``warm_pool_max`` (blank: ``ELEPHANT_WARM_POOL_MAX``). A late booking is admitted onto the pool. Builds draw on the RunInstances budget the launch plan leaves
   in the current minute. READY instances beyond the size, older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS``
   or of an image or type the profile no longer names are terminated.
 - **Assign** (``pool_instance_start``, from ``host_launch`` for a meeting planned warm or a
   replacement host): the oldest READY instance is claimed (READY -> ASSIGNED, row-locked with SKIP
   LOCKED so concurrent launches take different ones), tagged as the host's (CreateTags: the reaper
   and ``instance_find_live`` then know it as the host's), and started (StartInstances). Single use:
-  it ends with its meeting like any host. A capacity error on start puts it back (READY, host tags
-  removed) and the host falls back to a cold launch; a throttled start puts it back and raises, so
-  the launch is retried.
+  it ends with its meeting like any host. A capacity error on start is tried again as the profile's
+  other types (ModifyInstanceAttribute), then on a READY instance in another zone; one that no type
+  starts goes back (READY, host tags removed, last in line) and after three the host falls back to a
+  cold launch. A throttled start puts it back and raises, so the launch is retried.
 - **Off** (``ELEPHANT_WARM_POOL`` false, or the ``fixed`` policy): the sweep drains the pool.
 """
 
 import hashlib
 import logging
+import math
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, DurationField, F, Q, Value
 from django.utils import timezone
 
 from fleet import aws, locks, profiles
@@ -50,6 +53,8 @@ HOST_TAG_KEYS = ("MeetingID", "Role", "Generation")
 WARM_START_TRIES = 3
 # A (type, zone) pool EC2 refused a start in is not asked again for this long (capacity comes back in minutes).
 CAPACITY_MEMORY = timedelta(minutes=5)
+# How many past days of late bookings size the pool's spare for them.
+LATE_BOOKING_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,8 @@ def _retire(rows: list[PoolInstance], *, state: str, error: str, now: datetime) 
 
 
 def _wanted(*, now: datetime) -> dict[int, int]:
-    """Profile id -> pool size: twice its SCHEDULED meetings of the horizon, plus the spare, within its max."""
+    """Profile id -> pool size: twice its SCHEDULED meetings of the horizon plus the spare, and the spare
+    its late bookings call for (``_late_bookings``), within its max."""
     horizon = now + timedelta(hours=settings.ELEPHANT_WARM_POOL_HORIZON_HOURS)
     upcoming = dict(
         Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gt=now, meet_time__lte=horizon)
@@ -321,13 +327,49 @@ def _wanted(*, now: datetime) -> dict[int, int]:
         .annotate(n=Count("pk"))
         .values_list("desktop_profile", "n")
     )
+    profiles_active = list(DesktopProfile.objects.filter(is_active=True))
+    late = _late_bookings(now=now, profiles_active=profiles_active)
     wanted = {}
-    for profile in DesktopProfile.objects.filter(is_active=True):
+    for profile in profiles_active:
         meetings = upcoming.get(profile.name, 0) + (upcoming.get("", 0) if profile.is_default else 0)
         limit = settings.ELEPHANT_WARM_POOL_MAX if profile.warm_pool_max is None else profile.warm_pool_max
         size = planning.HOSTS_PER_MEETING * meetings + settings.ELEPHANT_WARM_POOL_SPARE if meetings else 0
-        wanted[profile.pk] = min(limit, size)
+        wanted[profile.pk] = min(limit, size + late.get(profile.pk, 0))
     return wanted
+
+
+def _late_bookings(*, now: datetime, profiles_active: list[DesktopProfile]) -> dict[int, int]:
+    """Profile id -> hosts to keep for late bookings: lessons booked too late for a cold launch (less than
+    the profile's cold lead before their start) can be ready only from the pool. Expected from the same
+    time of day on each of the last ``LATE_BOOKING_DAYS`` days: the lessons that started in the window a
+    spare takes to be rebuilt (the cold lead, at least an hour) from now, as a daily mean plus two
+    standard deviations (Poisson), two hosts each (one query)."""
+    model = planning.boot_model_current(now=now)
+    leads = {p.pk: model.lead("" if p.is_default else p.name, False) for p in profiles_active}
+    if not leads:
+        return {}
+    longest = max(leads.values())
+    window = max(timedelta(hours=1), longest)
+    days = Q()
+    for day in range(1, LATE_BOOKING_DAYS + 1):
+        days |= Q(meet_time__gte=now - timedelta(days=day), meet_time__lt=now - timedelta(days=day) + window)
+    rows = (
+        Meeting.objects.filter(days)
+        .filter(created_at__gt=F("meet_time") - Value(longest, output_field=DurationField()))
+        .values_list("desktop_profile", "meet_time", "created_at")
+    )
+    by_name = {p.name: p for p in profiles_active}
+    default = next((p for p in profiles_active if p.is_default), None)
+    counts: Counter = Counter()
+    for name, meet_time, created_at in rows:
+        profile = by_name.get(name) or (default if not name else None)
+        if profile is not None and meet_time - created_at < leads[profile.pk]:
+            counts[profile.pk] += 1
+    late = {}
+    for pk, count in counts.items():
+        mean = count / LATE_BOOKING_DAYS
+        late[pk] = planning.HOSTS_PER_MEETING * math.ceil(mean + 2 * math.sqrt(mean))
+    return late
 
 
 def _build(*, wanted: dict[int, int], have: Counter, now: datetime, result: PoolSweepResult) -> None:

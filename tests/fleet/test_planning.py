@@ -450,6 +450,44 @@ def test_the_pool_sweep_builds_to_the_schedule_and_stops_what_attested(settings,
     assert not PoolInstance.objects.held().exists()  # off: drained
 
 
+def test_the_pool_keeps_a_spare_for_the_late_bookings_of_this_time_of_day(settings, frozen):
+    """Each of the last seven days, about this hour, lessons were booked ten minutes before they started:
+    too late for a cold Windows launch. The pool keeps instances for them before anyone books."""
+    from fleet.services import pool
+
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_WARM_POOL_SPARE = 0
+    for day in range(1, 8):
+        for n in range(3):  # three late bookings a day, 20 to 40 minutes from now on that day
+            meet_time = NOW - timedelta(days=day) + timedelta(minutes=20 + 10 * n)
+            meeting = make_meeting(meet_time=meet_time, status=MeetingStatus.TERMINATED)
+            Meeting.objects.filter(pk=meeting.pk).update(created_at=meet_time - timedelta(minutes=10))
+        early = make_meeting(meet_time=NOW - timedelta(days=day, minutes=-30), status=MeetingStatus.TERMINATED)
+        Meeting.objects.filter(pk=early.pk).update(created_at=early.meet_time - timedelta(days=2))  # not late
+    default = DesktopProfile.objects.get(is_default=True)
+    # Three a day: 2 * ceil(3 + 2 * sqrt(3)) = 14 hosts, with nothing booked yet for the coming hours.
+    assert pool._wanted(now=NOW) == {default.pk: 14}
+    assert services.fleet_pool_sweep(now=NOW).built == 14
+    # A day without late bookings at this hour keeps none.
+    assert pool._wanted(now=NOW + timedelta(hours=6)) == {default.pk: 0}
+
+
+def test_a_late_booking_goes_on_the_warm_pool_instead_of_a_cold_launch_that_cannot_be_ready(settings, ec2):
+    settings.ELEPHANT_WARM_POOL = True
+    pooled = [_pool_instance(ec2, settings) for _ in range(2)]
+    now = datetime.now(UTC)
+    late = book(now + timedelta(minutes=8))  # a cold Windows launch needs more than half an hour
+    assert late.launch_warm
+    warm_lead = planning.BootModel.load().lead("", True)
+    assert now <= late.launch_at <= late.meet_time - warm_lead  # started a warm lead ahead, not at once
+    services.meeting_launch(meeting_id=late.pk)
+    hosts = list(Host.objects.filter(meeting=late))
+    assert {h.instance_id for h in hosts} == {p.instance_id for p in pooled} and all(h.warm_start for h in hosts)
+    # With the pool empty now, the next late booking is admitted cold (launched at once, best effort).
+    other = book(now + timedelta(minutes=8))
+    assert not other.launch_warm and other.launch_at <= now + timedelta(minutes=1)
+
+
 def test_the_health_sweep_reconciles_only_meetings_behind_their_hosts(frozen, settings):
     """Waiting meetings are not reconciled every sweep: only one whose status missed a step its
     hosts show (and timeouts, pending launches, new health, as before)."""
