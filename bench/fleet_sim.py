@@ -21,7 +21,7 @@ exactly from ``meet_time`` to the end) divided by the ideal.
 Policies are production settings, not simulator code: ``fixed`` is the launch at
 ``meet_time - ELEPHANT_LAUNCH_LEAD``. The database is a private PostgreSQL database
 (``--database``, default ``postgres://postgres@127.0.0.1:5432/elephant_bench_sim``), recreated per policy;
-with ``--jobs`` above 1 (the default: the CPU count) each policy runs in a process of its own on
+with ``--jobs`` above 1 (the default: one per policy) each policy runs in a process of its own on
 its own database, the name suffixed with the policy (``elephant_bench_sim_learned_pool``).
 """
 
@@ -556,9 +556,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="policies simulated at once, each in its own process and database (default: the CPU count); 1 runs "
-        "them one after another in this process",
+        help="policies simulated at once, each in its own process and database (default: all of them; each "
+        "waits on PostgreSQL a quarter of its time, so three share two cores well); 1 runs them one after "
+        "another in this process",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -566,6 +566,8 @@ def main(argv=None) -> int:
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         parser.error(f"unknown policy {', '.join(unknown)}: this build has {', '.join(POLICIES)}")
+    if args.jobs is None:
+        args.jobs = len(policies)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     try:

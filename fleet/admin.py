@@ -481,6 +481,7 @@ class PoolInstanceAdmin(ReadOnlyAdmin):
         "attested_at",
         "stopped_at",
         "assigned_at",
+        "refused_at",
         "retired_at",
         "host",
         "age",
