@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cache
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from fleet.models import (
     BOOTING_HOST_STATES,
@@ -40,8 +40,14 @@ def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Hos
 
 
 def meeting_ids_to_launch(*, now: datetime) -> list[str]:
-    """Meetings due for launch (``Meeting.objects.due_for_launch``), and LAUNCHING ones that stalled."""
-    stalled = Meeting.objects.filter(status=MeetingStatus.LAUNCHING, launched_at__lte=now - LAUNCH_STUCK_AFTER)
+    """Meetings due for launch (``Meeting.objects.due_for_launch``), and LAUNCHING ones that stalled: no
+    host of theirs moved for ``LAUNCH_STUCK_AFTER`` (a launch whose task is backing off after throttling
+    touches its hosts at every try; queuing it again from every sweep as well would multiply the calls
+    into a bucket that is already empty)."""
+    quiet = now - LAUNCH_STUCK_AFTER
+    stalled = Meeting.objects.filter(status=MeetingStatus.LAUNCHING, launched_at__lte=quiet).exclude(
+        Exists(Host.objects.filter(meeting=OuterRef("pk"), updated_at__gt=quiet))
+    )
     due = Meeting.objects.due_for_launch(now)
     return list((due | stalled).order_by("meet_time").values_list("pk", flat=True))
 

@@ -12,17 +12,19 @@ the pool holds stopped instances, billed only for their volumes).
 - **Size**: twice the SCHEDULED meetings of the profile in the next ``ELEPHANT_WARM_POOL_HORIZON_HOURS``
   plus ``ELEPHANT_WARM_POOL_SPARE``, plus a spare for the late bookings this time of day has seen on
   the last seven days (booked too late for a cold launch: ``_late_bookings``), at most the profile's
-  ``warm_pool_max`` (blank: ``ELEPHANT_WARM_POOL_MAX``). A late booking is admitted onto the pool. Builds draw on the RunInstances budget the launch plan leaves
-  in the current minute. READY instances beyond the size, older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS``
-  or of an image or type the profile no longer names are terminated.
+  ``warm_pool_max`` (blank: ``ELEPHANT_WARM_POOL_MAX``). A late booking is admitted onto the pool.
+  Builds draw on the RunInstances budget the launch plan leaves in the current minute. READY
+  instances beyond the size, older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS`` or of an image or type
+  the profile no longer names are terminated.
 - **Assign** (``pool_instance_start``, from ``host_launch`` for a meeting planned warm or a
-  replacement host): the oldest READY instance is claimed (READY -> ASSIGNED, row-locked with SKIP
-  LOCKED so concurrent launches take different ones), tagged as the host's (CreateTags: the reaper
-  and ``instance_find_live`` then know it as the host's), and started (StartInstances). Single use:
-  it ends with its meeting like any host. A capacity error on start is tried again as the profile's
-  other types (ModifyInstanceAttribute), then on a READY instance in another zone; one that no type
-  starts goes back (READY, host tags removed, last in line) and after three the host falls back to a
-  cold launch. A throttled start puts it back and raises, so the launch is retried.
+  replacement host): the oldest READY instance (one EC2 refused for capacity last) is claimed
+  (READY -> ASSIGNED, row-locked with SKIP LOCKED so concurrent launches take different ones),
+  tagged as the host's (CreateTags: the reaper and ``instance_find_live`` then know it as the
+  host's), and started (StartInstances). Single use: it ends with its meeting like any host. A
+  capacity error on start is tried again as the profile's other types (ModifyInstanceAttribute),
+  then on a READY instance in another zone; one that no type starts goes back (READY, host tags
+  removed, last in line) and after three the host falls back to a cold launch. A throttled start
+  puts it back and raises, so the launch is retried.
 - **Off** (``ELEPHANT_WARM_POOL`` false, or the ``fixed`` policy): the sweep drains the pool.
 """
 

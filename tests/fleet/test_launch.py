@@ -397,3 +397,23 @@ def test_launch_transitions_and_host_changes_are_announced(ec2):
         (MeetingStatus.LAUNCHING, MeetingStatus.LAUNCHED),
     ]
     assert sorted(r for _, t, r in heard if not t) == ["HOST_LAUNCHED", "HOST_LAUNCHED"]
+
+
+def test_a_launching_meeting_is_handed_out_again_only_once_its_hosts_went_quiet():
+    """A launch backing off after throttling touches its hosts at every try; the sweep queues it again only
+    when nothing moved for two minutes (a crashed worker), not on every sweep on top of its own retries."""
+    from fleet.models import Host
+
+    now = timezone.now()
+    launching = dict(status=MeetingStatus.LAUNCHING, launched_at=now - timedelta(minutes=10))
+    retrying = make_meeting(meet_time=now + timedelta(minutes=5), **launching)
+    Host.objects.create(meeting=retrying, role="teacher", state=HostState.PENDING)
+    Host.objects.filter(meeting=retrying).update(updated_at=now - timedelta(seconds=30))
+    quiet = make_meeting(meet_time=now + timedelta(minutes=5), **launching)
+    Host.objects.create(meeting=quiet, role="teacher", state=HostState.PENDING)
+    Host.objects.filter(meeting=quiet).update(updated_at=now - timedelta(minutes=3))
+    hostless = make_meeting(meet_time=now + timedelta(minutes=5), **launching)  # died before creating hosts
+    fresh = make_meeting(meet_time=now + timedelta(minutes=5), status=MeetingStatus.LAUNCHING, launched_at=now)
+    handed_out = set(services.fleet_launch_sweep(now=now))
+    assert {quiet.pk, hostless.pk} <= handed_out
+    assert retrying.pk not in handed_out and fresh.pk not in handed_out
