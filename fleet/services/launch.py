@@ -180,8 +180,12 @@ def _launch_pending(*, meeting: Meeting, hosts: dict[str, Host], now: datetime |
         host = hosts.get(role)
         if host is None or host.instance_id or host.state not in (HostState.PENDING, HostState.LAUNCHING):
             continue
+        if profile is None:
+            try:
+                profile = profiles.desktop_profile_resolve(meeting.desktop_profile)
+            except aws.AwsConfigError:
+                pass  # host_launch meets it again, after its claim, and records why the host failed
         try:
-            profile = profile or profiles.desktop_profile_resolve(meeting.desktop_profile)
             host_launch(host=host, now=now, profile=profile)
         except (aws.AwsConfigError, aws.AwsCapacityError) as exc:
             meeting_fail(meeting=meeting, reason=TerminationReason.LAUNCH_FAILED, error=str(exc))
