@@ -109,7 +109,9 @@ def pool_instance_start(
         names = {"meeting_id": host.meeting_id, "role": host.role, "generation": host.generation}
         try:
             aws.tags_create([claimed.instance_id], aws.instance_tags(**names))
-            started_as = _start_as_some_type(claimed, spec=spec, out_of_capacity=out_of_capacity)
+            # One already ASSIGNED to this host (a launch resumed after a crash) may be running: start it as it is.
+            resumed = claimed.state == PoolState.ASSIGNED
+            started_as = _start_as_some_type(claimed, spec=spec, out_of_capacity=out_of_capacity, as_is=resumed)
         except aws.AwsTransientError as exc:
             _release(claimed, error=str(exc), profile=profile)
             raise
@@ -139,15 +141,16 @@ def pool_instance_start(
 
 
 def _start_as_some_type(
-    claimed: PoolInstance, *, spec: aws.LaunchSpec, out_of_capacity: set[tuple[str, str]]
+    claimed: PoolInstance, *, spec: aws.LaunchSpec, out_of_capacity: set[tuple[str, str]], as_is: bool = False
 ) -> str | None:
     """StartInstances on ``claimed`` as its own type, then as each other type of the profile EC2 has not
-    just refused in its zone (changing the stopped instance's type first). The type it started as, or
-    None when capacity refused them all (``out_of_capacity`` learns each refused pool)."""
+    just refused in its zone (changing the stopped instance's type first; ``as_is``: its own type only,
+    whatever was refused). The type it started as, or None when capacity refused them all
+    (``out_of_capacity`` learns each refused pool)."""
     zone = claimed.availability_zone
     types = [claimed.instance_type, *(t for t in spec.instance_types if t != claimed.instance_type)]
-    for instance_type in types:
-        if (instance_type, zone) in out_of_capacity:
+    for instance_type in types[:1] if as_is else types:
+        if (instance_type, zone) in out_of_capacity and not as_is:
             continue
         if instance_type != claimed.instance_type:
             aws.instance_type_modify(claimed.instance_id, instance_type)
