@@ -95,6 +95,7 @@ class ModelInstance:
     past_runs: list[tuple[datetime, datetime]] = field(default_factory=list)
     past_stops: list[tuple[datetime, datetime]] = field(default_factory=list)
     tag_list: list[dict[str, str]] | None = None  # the Tags of a describe, built once per change of tags
+    described: tuple | None = None  # (what it shows, the DescribeInstances item): rebuilt when that changes
 
     def tags_described(self) -> list[dict[str, str]]:
         if self.tag_list is None:
@@ -372,7 +373,12 @@ class Ec2Model:
         return {}
 
     def _describe_one(self, instance: ModelInstance, now: datetime) -> dict:
+        """The instance as DescribeInstances shows it; built again only when something shown changed
+        (the watchdog describes every live host every sweep). Callers only read it."""
         state = instance.state(now)
+        key = (state, instance.instance_type, instance.launched_at, instance.public_address, instance.tags_described())
+        if instance.described is not None and instance.described[0] == key:
+            return instance.described[1]
         data = {
             "InstanceId": instance.instance_id,
             "InstanceType": instance.instance_type,
@@ -384,6 +390,7 @@ class Ec2Model:
         }
         if state == "running":
             data["PublicIpAddress"] = instance.public_address
+        instance.described = (key, data)
         return data
 
     def _matches(self, instance: ModelInstance, filters: list[dict], now: datetime) -> bool:

@@ -19,7 +19,7 @@ from fleet.services.planning import boot_samples_record
 from fleet.services.transitions import hosts_transition
 from meetings import services as meeting_services
 from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Meeting
-from meetings.policy import KEEP_ALIVE, PRE_HEALTHY_STATUSES, termination_verdict
+from meetings.policy import KEEP_ALIVE, PRE_HEALTHY_STATUSES, safety_net_at, termination_verdict
 from meetings.selectors import meeting_kept_alive, meetings_for_termination
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,12 @@ def fleet_termination_sweep(*, now: datetime | None = None) -> TerminationSweepR
     """Apply the termination rules to every active meeting old enough (one query)."""
     now = now or timezone.now()
     result = TerminationSweepResult()
-    not_ready = selectors.meeting_ids_with_hosts_not_ready()
-    for row in meetings_for_termination(now=now):
+    rows = meetings_for_termination(now=now)
+    # Which meetings' desktops are not all ready matters only to a verdict at the safety net (a platform
+    # fault is never a no-show): asked only when a meeting not yet kept alive has reached it.
+    judged = [r for r in rows if not r["kept_alive"] and now >= safety_net_at(r["meet_time"])]
+    not_ready = selectors.meeting_ids_with_hosts_not_ready() if judged else set()
+    for row in rows:
         verdict = termination_verdict(
             status=row["status"],
             meet_time=row["meet_time"],
