@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, DurationField, F, Q, Value
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from fleet import aws, locks, profiles
@@ -346,33 +346,30 @@ def _wanted(*, now: datetime) -> dict[int, int]:
 def _late_bookings(*, now: datetime, profiles_active: list[DesktopProfile]) -> dict[int, int]:
     """Profile id -> hosts to keep for late bookings: lessons booked too late for a cold launch (less than
     the profile's cold lead before their start) can be ready only from the pool. Expected from the same
-    time of day on each of the last ``LATE_BOOKING_DAYS`` days: the lessons that started in the window a
-    spare takes to be rebuilt (the cold lead, at least an hour) from now, as a daily mean plus two
-    standard deviations (Poisson), two hosts each (one query)."""
+    time of day on the last ``LATE_BOOKING_DAYS`` days: the lessons that started in the window a spare
+    takes to be rebuilt (the cold lead, at least an hour) from now, per day that had lessons then, as a
+    mean plus two standard deviations (Poisson), two hosts each (one query)."""
     model = planning.boot_model_current(now=now)
     leads = {p.pk: model.lead("" if p.is_default else p.name, False) for p in profiles_active}
     if not leads:
         return {}
-    longest = max(leads.values())
-    window = max(timedelta(hours=1), longest)
+    window = max(timedelta(hours=1), max(leads.values()))
     days = Q()
     for day in range(1, LATE_BOOKING_DAYS + 1):
         days |= Q(meet_time__gte=now - timedelta(days=day), meet_time__lt=now - timedelta(days=day) + window)
-    rows = (
-        Meeting.objects.filter(days)
-        .filter(created_at__gt=F("meet_time") - Value(longest, output_field=DurationField()))
-        .values_list("desktop_profile", "meet_time", "created_at")
-    )
+    rows = Meeting.objects.filter(days).values_list("desktop_profile", "meet_time", "created_at")
     by_name = {p.name: p for p in profiles_active}
     default = next((p for p in profiles_active if p.is_default), None)
     counts: Counter = Counter()
+    observed: set[int] = set()  # the past days (1 = yesterday) that had lessons in the window
     for name, meet_time, created_at in rows:
+        observed.add(math.ceil((now - meet_time) / timedelta(days=1)))
         profile = by_name.get(name) or (default if not name else None)
         if profile is not None and meet_time - created_at < leads[profile.pk]:
             counts[profile.pk] += 1
     late = {}
     for pk, count in counts.items():
-        mean = count / LATE_BOOKING_DAYS
+        mean = count / len(observed)
         late[pk] = planning.HOSTS_PER_MEETING * math.ceil(mean + 2 * math.sqrt(mean))
     return late
 

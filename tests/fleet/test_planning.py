@@ -470,6 +470,9 @@ def test_the_pool_keeps_a_spare_for_the_late_bookings_of_this_time_of_day(settin
     assert services.fleet_pool_sweep(now=NOW).built == 14
     # A day without late bookings at this hour keeps none.
     assert pool._wanted(now=NOW + timedelta(hours=6)) == {default.pk: 0}
+    # A fleet with one day of history counts that day's, not a seventh of it.
+    Meeting.objects.filter(meet_time__lt=NOW - timedelta(days=1, hours=1)).delete()
+    assert pool._wanted(now=NOW) == {default.pk: 14}
 
 
 def test_a_late_booking_goes_on_the_warm_pool_instead_of_a_cold_launch_that_cannot_be_ready(settings, ec2):
