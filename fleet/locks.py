@@ -15,7 +15,10 @@ from meetings.models import Meeting
 def meeting_lock(*, meeting_id: str) -> Meeting:
     """The meeting, locked: a host change and the meeting's event or status commit together,
     and one host's retirement decides its replacement before another's does."""
-    return Meeting.objects.select_for_update().get(pk=meeting_id)
+    # What the callers read of it (status, version, and what a replacement's launch needs); another field
+    # is loaded when first read.
+    fields = ("id", "status", "version", "desktop_profile", "launch_warm", "meet_time", "duration_minutes")
+    return Meeting.objects.select_for_update().only(*fields).get(pk=meeting_id)
 
 
 def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]:
