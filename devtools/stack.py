@@ -171,6 +171,11 @@ class Stack:
         self.standin_port = self.standin_port or free_port()
         self.env.setdefault("ELEPHANT_DCV_URL_TEMPLATE", f"http://127.0.0.1:{self.standin_port}/{{instance_id}}/")
         self.env.setdefault("ELEPHANT_SIM_BOOT_SECONDS", "10")
+        # The learned lead starts from what the stand-in's hosts take, not from a Windows first boot
+        # (which would launch a lesson booked an hour ahead half an hour early).
+        boot = int(self.env["ELEPHANT_SIM_BOOT_SECONDS"])
+        prior = {"cold": [boot + 5, 2 * boot + 15], "warm": [boot + 5, 2 * boot + 15]}
+        self.env.setdefault("ELEPHANT_BOOT_PRIOR", json.dumps({"windows": prior, "linux": prior}))
         self.env.setdefault("ELEPHANT_SWEEP_SECONDS", "5")
         proc = self._spawn(
             "standin", [PYTHON, "-m", "devtools.standin", "--port", str(self.standin_port), "--app-url", self.url]
