@@ -90,6 +90,7 @@ _HEALTH_FIELDS = (
     "dcv_link",
     "launched_at",
     "created_at",
+    "updated_at",
     "agent_healthy_at",
     "meeting__status",
     "attested_at",

@@ -89,7 +89,13 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
         newly_healthy = host.pk in result.healthy
         waiting = host.meeting_id in lagging
         timed_out = host.state in BOOTING_HOST_STATES and host.started_at <= now - timeouts[host.pk]
-        pending = host.state in (HostState.PENDING, HostState.LAUNCHING) and not host.instance_id
+        # A host without an instance whose launch went quiet (its worker died; a launch backing off after
+        # throttling touches it at every try and is left to its own retries, as in the launch sweep).
+        pending = (
+            host.state in (HostState.PENDING, HostState.LAUNCHING)
+            and not host.instance_id
+            and host.updated_at <= now - selectors.LAUNCH_STUCK_AFTER
+        )
         if newly_healthy or waiting or timed_out or pending:
             result.meeting_ids.add(host.meeting_id)
     return result

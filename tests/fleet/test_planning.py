@@ -507,10 +507,18 @@ def test_the_health_sweep_reconciles_only_meetings_behind_their_hosts(frozen, se
     waiting = meeting_with(MeetingStatus.LAUNCHED, HostState.BOOTING)  # in step: nothing to do
     behind_launch = meeting_with(MeetingStatus.LAUNCHING, HostState.BOOTING)  # should be LAUNCHED
     behind_link = meeting_with(MeetingStatus.LAUNCHED, HostState.DNS_WRITTEN)  # should be DNS_WRITTEN
+    # A replacement whose launch is backing off after throttling (touched 30 s ago) is left to its retries;
+    # one whose launch went quiet (its worker died) is handed out again.
+    retrying = make_meeting(meet_time=NOW + timedelta(minutes=10), status=MeetingStatus.LAUNCHED)
+    quiet = make_meeting(meet_time=NOW + timedelta(minutes=10), status=MeetingStatus.LAUNCHED)
+    for meeting, touched in ((retrying, NOW - timedelta(seconds=30)), (quiet, NOW - timedelta(minutes=3))):
+        make_host(meeting, "teacher", state=HostState.BOOTING, launched_at=launched, dcv_link="http://127.0.0.1:9/")
+        host = make_host(meeting, "student", state=HostState.PENDING, instance_id="", generation=2)
+        Host.objects.filter(pk=host.pk).update(updated_at=touched)
     result = services.fleet_health_sweep(now=NOW)
-    assert result.meeting_ids == {behind_launch.pk, behind_link.pk}
-    assert waiting.pk not in result.meeting_ids
-    for meeting_id in result.meeting_ids:
+    assert result.meeting_ids == {behind_launch.pk, behind_link.pk, quiet.pk}
+    assert waiting.pk not in result.meeting_ids and retrying.pk not in result.meeting_ids
+    for meeting_id in {behind_launch.pk, behind_link.pk}:
         services.meeting_reconcile(meeting=Meeting.objects.get(pk=meeting_id), now=NOW)
     assert Meeting.objects.get(pk=behind_launch.pk).status == MeetingStatus.LAUNCHED
     assert Meeting.objects.get(pk=behind_link.pk).status == MeetingStatus.DNS_WRITTEN
