@@ -35,28 +35,33 @@ def book(meet_time, **fields):
 
 
 # --- boot history ------------------------------------------------------------------------------
-def _booted(meeting, role, seconds, *, censored=False, ami="ami-0history"):
+def _history_host(meeting, role, *, state, ami="ami-0history", **fields):
+    """A host of the boot history's one key (the image, g4dn.xlarge, us-west-2a)."""
+    fields.setdefault("instance_id", f"i-{abs(hash((meeting.pk, role))) % 10**12:012x}")
+    fields.setdefault("launched_at", NOW - timedelta(hours=1))
     return make_host(
-        meeting,
-        role,
-        state=HostState.TERMINATED,
-        instance_id=f"i-{abs(hash((meeting.pk, role))) % 10**12:012x}",
-        ami_id=ami,
-        instance_type="g4dn.xlarge",
-        availability_zone="us-west-2a",
-        launched_at=NOW - timedelta(hours=1),
-        boot_seconds=seconds,
-        boot_censored=censored,
+        meeting, role, state=state, ami_id=ami, instance_type="g4dn.xlarge", availability_zone="us-west-2a", **fields
     )
 
 
-def test_timed_out_boots_count_as_censored_and_push_the_learned_lead_up(frozen, settings):
+def _booted(meeting, role, seconds, *, censored=False, ami="ami-0history"):
+    return _history_host(
+        meeting, role, state=HostState.TERMINATED, ami=ami, boot_seconds=seconds, boot_censored=censored
+    )
+
+
+def _quick_history(settings, *, meetings):
+    """Two boots of about 300 s for each of ``meetings`` lessons an hour ago, fitted."""
     settings.ELEPHANT_AMI_ID = "ami-0history"
-    for n in range(20):
+    for n in range(meetings):
         meeting = make_meeting(meet_time=NOW - timedelta(hours=1, minutes=n))
         _booted(meeting, "teacher", 300 + n)
         _booted(meeting, "student", 310 + n)
     planning.boot_estimates_refit(now=NOW, force=True)
+
+
+def test_timed_out_boots_count_as_censored_and_push_the_learned_lead_up(frozen, settings):
+    _quick_history(settings, meetings=20)
     (quick,) = BootEstimate.objects.all()
     lead_before = planning.BootModel.load().lead("", False)
     assert quick.samples == 40 and quick.censored == 0
@@ -122,26 +127,12 @@ def test_warm_pool_builds_feed_the_cold_boot_history(frozen, settings):
 def test_boots_still_going_on_count_as_censored_so_a_slow_hour_moves_the_lead_before_it_ends(frozen, settings):
     """Twenty boots of about 300 s on record, then ten hosts launched 40 minutes ago and still not healthy:
     the fit takes them as longer than 40 minutes now, not when they finally time out."""
-    settings.ELEPHANT_AMI_ID = "ami-0history"
-    for n in range(10):
-        meeting = make_meeting(meet_time=NOW - timedelta(hours=1, minutes=n))
-        _booted(meeting, "teacher", 300 + n)
-        _booted(meeting, "student", 310 + n)
-    planning.boot_estimates_refit(now=NOW, force=True)
+    _quick_history(settings, meetings=10)
     lead_before = planning.BootModel.load().lead("", False)
     for n in range(5):
         meeting = make_meeting(meet_time=NOW + timedelta(minutes=5 + n), status=MeetingStatus.LAUNCHED)
         for role in ("teacher", "student"):
-            make_host(
-                meeting,
-                role,
-                state=HostState.BOOTING,
-                instance_id=f"i-0slow{n}{role[0]}",
-                ami_id="ami-0history",
-                instance_type="g4dn.xlarge",
-                availability_zone="us-west-2a",
-                launched_at=NOW - timedelta(minutes=40),
-            )
+            _history_host(meeting, role, state=HostState.BOOTING, launched_at=NOW - timedelta(minutes=40))
     planning.boot_estimates_refit(now=NOW, force=True)
     (estimate,) = BootEstimate.objects.all()
     assert (estimate.samples, estimate.censored) == (20, 0)  # the record counts finished boots only
