@@ -287,19 +287,15 @@ class Simulation:
             instance_attested(instance_id=instance.instance_id, now=self.now)
 
     def busy(self) -> bool:
-        """A meeting starts within ``HORIZON`` or is not finished, or a host instance is still live
+        """A booked meeting starts within ``HORIZON``, or one is under way, or a host instance is still live
         (a warm pool's stopped instances alone do not keep the clock ticking)."""
-        from meetings.models import TERMINAL_STATUSES, Meeting
+        from meetings.models import ACTIVE_STATUSES, Meeting
 
         if self._busy_until is not None and self.now < self._busy_until:
             return True
-        upcoming = (
-            Meeting.objects.exclude(status__in=TERMINAL_STATUSES)
-            .order_by("meet_time")
-            .values_list("meet_time", flat=True)
-            .first()
-        )
-        if upcoming is not None and upcoming <= self.now + HORIZON:
+        # The simulator's own book says when the next lesson starts (sessions are never moved); the
+        # database, whether one is under way (the status index: not a scan past every lesson that ended).
+        if self._next_meeting() <= self.now + HORIZON or Meeting.objects.filter(status__in=ACTIVE_STATUSES).exists():
             # Nothing changes that answer for the next minute but a booking, which only makes it busier.
             self._busy_until = self.now + timedelta(minutes=1)
             return True

@@ -35,6 +35,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import transaction
@@ -203,12 +204,13 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     now = now or timezone.now()
     result = PoolSweepResult()
     enabled = planning.pool_enabled()
-    # Only the fields the sweep reads: it looks at every instance the pool holds each minute.
-    rows = list(
-        PoolInstance.objects.filter(
+    # Plain rows of the fields the sweep reads (it looks at every instance the pool holds each minute).
+    rows = [
+        SimpleNamespace(pk=row["id"], **row)
+        for row in PoolInstance.objects.filter(
             state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
-        ).only(*_SWEEP_FIELDS)
-    )
+        ).values(*_SWEEP_FIELDS)
+    ]
     if not rows and not enabled:
         return result
     images = {pk: _profile_image(profile) for pk, profile in DesktopProfile.objects.in_bulk().items()}
