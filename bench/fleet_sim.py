@@ -115,6 +115,7 @@ class Simulation:
         self.ec2 = None
         self._busy_until = None
         self.booked_times: list = []  # meet_time of every booked session, sorted
+        self.waiting: dict = {}  # meeting id -> its session, for participants in the waiting room
 
     # --- the event queue -----------------------------------------------------------------------
     def at(self, moment, kind: str, payload=None) -> None:
@@ -195,8 +196,10 @@ class Simulation:
                 lambda urls: {url: model.instance_ready(_instance_in(url)) for url in urls},
             )
         )
-        # Mail, status pushes and the DynamoDB mirror are not what is measured.
+        # Mail, status pushes and the DynamoDB mirror are not what is measured; the one receiver left is
+        # the participants' waiting room, which hears the meeting turn HEALTHY (the real page gets a push).
         stack.enter_context(_patch(meeting_changed, "receivers", []))
+        meeting_changed.connect(self._on_meeting_changed, weak=False, dispatch_uid="fleet-sim-waiting-room")
         simulation = self
 
         def apply_async(task, args=None, kwargs=None, countdown=None, eta=None, retries=0, **_):
@@ -245,17 +248,26 @@ class Simulation:
             self.at(session.meet_time + timedelta(minutes=session.duration_minutes), "recorded", session)
 
     def arrive(self, session) -> None:
-        """The participants wait in the waiting room and sign in to their desktops once ready."""
+        """The participants open the waiting room at the start and sign in to their desktops once the
+        meeting is HEALTHY: at once if it is, else when it turns HEALTHY (``_on_meeting_changed``)."""
         from meetings.models import Meeting, MeetingStatus
         from meetings.services import meeting_start_on_join
 
-        meeting = Meeting.objects.filter(pk=self.meeting_of[session.key]).first()
-        if meeting is None or meeting.status in (MeetingStatus.TERMINATED, MeetingStatus.FAILED):
+        meeting_id = self.meeting_of[session.key]
+        meeting = Meeting.objects.filter(pk=meeting_id).first()
+        if meeting is None:
             return
         if meeting.status == MeetingStatus.HEALTHY:
+            self.waiting.pop(meeting_id, None)
             meeting_start_on_join(meeting=meeting, role="teacher")
-        elif meeting.status != MeetingStatus.IN_PROGRESS:
-            self.at(self.now + timedelta(seconds=5), "arrive", session)
+        elif meeting.status not in (MeetingStatus.IN_PROGRESS, MeetingStatus.TERMINATED, MeetingStatus.FAILED):
+            self.waiting[meeting_id] = session
+
+    def _on_meeting_changed(self, sender, meeting_id, to_status, **_) -> None:
+        from meetings.models import MeetingStatus
+
+        if to_status == MeetingStatus.HEALTHY and meeting_id in self.waiting:
+            self.at(self.now, "arrive", self.waiting.pop(meeting_id))
 
     def recorded(self, session) -> None:
         """At the lesson's end both agents report their session data (as the mirror's pull applies it)."""
