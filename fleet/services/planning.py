@@ -461,7 +461,8 @@ def limits(*, families: Iterable[str], now: datetime) -> planner.Limits:
 
 def _occupied(*, now: datetime, model: BootModel) -> planner.Occupancy:
     """vCPUs of the hosts running now, per family until their meeting's hard stop (one query, one row
-    per type, profile and schedule: the hosts of lessons that end together count together)."""
+    per type, profile and schedule: the hosts of lessons that end together count together), and of the
+    warm pool's builds for about a cold boot (one more)."""
     rows = (
         Host.objects.filter(state__in=LIVE_HOST_STATES, meeting__status__in=ACTIVE_STATUSES)
         .values_list("instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes")
@@ -474,6 +475,12 @@ def _occupied(*, now: datetime, model: BootModel) -> planner.Occupancy:
         until = windows.hard_stop_at(meet_time, duration)
         vcpus = planner.vcpus_of(instance_type) * count
         running.append((planner.quota_family(instance_type), vcpus, now, until))
+    # Warm-pool builds run too, for about a cold boot (stopped, they hold no vCPUs).
+    builds = PoolInstance.objects.filter(state=PoolState.BUILDING).values_list("instance_type").annotate(n=Count("pk"))
+    for instance_type, count in builds.order_by():
+        instance_type = instance_type or model.profile("").instance_type
+        until = now + model.lead("", False)
+        running.append((planner.quota_family(instance_type), planner.vcpus_of(instance_type) * count, now, until))
     return planner.vcpus_running(running)
 
 

@@ -42,8 +42,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from fleet import aws, locks, profiles
-from fleet.models import DesktopProfile, Host, PoolInstance, PoolState
+from fleet import aws, locks, planner, profiles
+from fleet.models import LIVE_HOST_STATES, DesktopProfile, Host, PoolInstance, PoolState
 from fleet.services import planning
 from meetings.models import Meeting, MeetingStatus
 
@@ -117,6 +117,11 @@ def pool_instance_start(
             _release(claimed, error=str(exc), profile=profile)
             raise
         except aws.AwsError as exc:
+            if exc.code in aws.QUOTA_CODES:
+                # The account's running vCPUs are used up: the instance is fine, the quota is the answer
+                # (a cold launch would meet it too). Back to the pool; the launch fails with why.
+                _release(claimed, error=str(exc), profile=profile)
+                raise
             # Not startable (EC2 says it is not stopped, or it is gone): out of the pool; try the next.
             logger.warning("warm start of %s for host %s refused: %s", claimed.instance_id, host.pk, exc)
             _retire([claimed], state=PoolState.FAILED, error=str(exc), now=now)
@@ -308,7 +313,8 @@ def _follow(rows: list[PoolInstance], *, now: datetime, result: PoolSweepResult)
 def _retire(rows: list[PoolInstance], *, state: str, error: str, now: datetime) -> int:
     """Terminate pool instances (RETIRING until EC2 took the request, then ``state``)."""
     pks = [r.pk for r in rows]
-    PoolInstance.objects.filter(pk__in=pks).update(state=PoolState.RETIRING, last_error=error[:2000])
+    # No host keeps a retired instance (one that failed to start for it may be handed its next one).
+    PoolInstance.objects.filter(pk__in=pks).update(state=PoolState.RETIRING, last_error=error[:2000], host=None)
     for row in rows:
         row.state = PoolState.RETIRING
     ids = [r.instance_id for r in rows if r.instance_id]
@@ -386,7 +392,8 @@ def _build(*, wanted: dict[int, int], have: Counter, now: datetime, result: Pool
     for pk, deficit in sorted(deficits.items()):
         profile = profiles_by_pk[pk]
         spec = profiles.pool_launch_spec(profile=profile)
-        for index in range(min(deficit, budget)):
+        room = _build_vcpu_room(spec=spec, now=now)
+        for index in range(min(deficit, budget, deficit if room is None else room)):
             if not _build_one(profile=profile, spec=spec, rotation=("teacher", "student")[index % 2], now=now):
                 return  # out of capacity, throttled or refused: the next sweep tries again
             budget -= 1
@@ -402,6 +409,24 @@ def _build_budget(*, now: datetime) -> int:
         status=MeetingStatus.SCHEDULED, launch_warm=False, launch_at__gte=now, launch_at__lt=now + timedelta(minutes=1)
     ).count()
     return max(0, per_slot - planning.HOSTS_PER_MEETING * planned)
+
+
+def _build_vcpu_room(*, spec: aws.LaunchSpec, now: datetime) -> int | None:
+    """Builds the running-vCPU quota has room for (None: no quota known): a build runs for about a cold
+    boot, so it must fit beside every live host, every build still running and every launch planned
+    before it is stopped (three counts; every host taken as one of this type, which errs on the side of
+    the lessons: a build never takes the vCPUs a planned launch counts on)."""
+    instance_type = (spec.instance_types or ("",))[0]
+    family, vcpus = planner.quota_family(instance_type), planner.vcpus_of(instance_type)
+    quota = planning.limits(families=[family], now=now).vcpu_quota.get(family)
+    if quota is None:
+        return None
+    until = now + planning.boot_model_current(now=now).lead("", False)
+    live = Host.objects.filter(state__in=LIVE_HOST_STATES).exclude(instance_id="").count()
+    building = PoolInstance.objects.filter(state=PoolState.BUILDING).count()
+    planned = Meeting.objects.filter(status=MeetingStatus.SCHEDULED, launch_at__lte=until).count()
+    taken = (live + building + planning.HOSTS_PER_MEETING * planned) * vcpus
+    return max(0, (quota - taken) // vcpus)
 
 
 def _build_one(*, profile: DesktopProfile, spec: aws.LaunchSpec, rotation: str, now: datetime) -> bool:

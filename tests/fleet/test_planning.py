@@ -10,7 +10,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from fleet import services
+from fleet import planner, profiles, services
 from fleet.models import BootEstimate, DesktopProfile, Host, HostState, PoolInstance, PoolState
 from fleet.services import planning
 from meetings.apikeys import api_key_create
@@ -388,6 +388,56 @@ def test_a_warm_start_no_type_can_start_moves_to_a_pool_instance_of_another_zone
     short.refresh_from_db()
     assert short.state == PoolState.READY and short.host is None and "capacity" in short.last_error
     assert _state(ec2, short.instance_id)["State"]["Name"] == "stopped"
+
+
+def test_a_warm_start_refused_for_the_vcpu_quota_keeps_the_instance_and_fails_the_launch_with_why(
+    settings, ec2, ec2_hook
+):
+    """VcpuLimitExceeded is the account's answer, not the instance's fault: the instance goes back to the
+    pool (never retired, never handed to the host twice) and the meeting fails with the quota named."""
+    settings.ELEPHANT_WARM_POOL = True
+    pooled = [_pool_instance(ec2, settings) for _ in range(3)]
+    ec2_hook.on(
+        "before-send.ec2.StartInstances",
+        lambda **_: aws_error("VcpuLimitExceeded", "You have requested more vCPU capacity than your limit."),
+    )
+    meeting = make_meeting(meet_time=datetime.now(UTC) + timedelta(minutes=2), launch_warm=True)
+    services.meeting_launch(meeting_id=meeting.pk)
+    meeting.refresh_from_db()
+    assert meeting.status == MeetingStatus.FAILED and "vCPU" in meeting.last_error
+    assert set(PoolInstance.objects.values_list("state", flat=True)) == {PoolState.READY}
+    assert not PoolInstance.objects.filter(host__isnull=False).exists()
+    assert {_state(ec2, p.instance_id)["State"]["Name"] for p in pooled} == {"stopped"}
+
+
+def test_pool_builds_leave_the_vcpu_quota_to_the_lessons_planned_before_they_stop(settings, frozen):
+    """A quota of 40 vCPUs (ten g4dn.xlarge): three lessons planned within the next cold boot will take six
+    of them, so four builds fit; and the plan counts a running build against the quota too."""
+    from fleet.services import pool
+
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_WARM_POOL_SPARE = 0
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 40}
+    settings.ELEPHANT_INSTANCE_TYPES = ["g4dn.xlarge"]
+    for minutes in (10, 11, 12):
+        make_meeting(meet_time=NOW + timedelta(minutes=40 + minutes), launch_at=NOW + timedelta(minutes=minutes))
+    spec = profiles.pool_launch_spec(profile=DesktopProfile.objects.get(is_default=True))
+    assert pool._build_vcpu_room(spec=spec, now=NOW) == 4
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 8}
+    assert pool._build_vcpu_room(spec=spec, now=NOW) == 0
+    settings.ELEPHANT_VCPU_QUOTA = {}
+    settings.ELEPHANT_SERVICE_QUOTAS = False
+    assert pool._build_vcpu_room(spec=spec, now=NOW) is None  # no quota known: builds are not held back
+    PoolInstance.objects.create(
+        profile=DesktopProfile.objects.get(is_default=True),
+        client_token="b",
+        state=PoolState.BUILDING,
+        instance_id="i-0build",
+        instance_type="g4dn.xlarge",
+        launched_at=NOW,
+    )
+    occupied = planning._occupied(now=NOW, model=planning.BootModel.load())
+    assert occupied[("g", planner.slot_of(NOW))] == 4
 
 
 def test_a_warm_start_a_crash_left_unrecorded_is_adopted_as_warm(settings, ec2):
