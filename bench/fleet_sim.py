@@ -15,8 +15,10 @@ Prints a table and, last, one JSON line per policy:
    "overhead_ratio": x, "usd": x, "leaked_instances": N, "throttled_calls": N, "refused_at_booking": N}
 
 ``ready_at_start`` is the share of sessions held (not no-shows, not refused) whose two hosts were both
-ready at ``meet_time``; ``overhead_ratio`` is instance-time billed beyond the ideal (both hosts running
-exactly from ``meet_time`` to the end) divided by the ideal.
+ready at ``meet_time``; a wait is from ``meet_time`` until both were ready, and a session whose desktops
+never both were waited its whole lesson (until the meeting ended, if that was later);
+``overhead_ratio`` is instance-time billed beyond the ideal (both hosts running exactly from
+``meet_time`` to the end) divided by the ideal.
 
 Policies are production settings, not simulator code: ``fixed`` is the launch at
 ``meet_time - ELEPHANT_LAUNCH_LEAD``. The database is a private PostgreSQL database
@@ -416,12 +418,17 @@ class Simulation:
         for session in held:
             hosts = current.get(self.meeting_of[session.key], {})
             times = [h.healthy_at for h in hosts.values()]
-            if len(times) == 2 and all(times):
+            served = len(times) == 2 and all(times)
+            if served:
                 ready_at = max(times)
             else:
+                # Never both ready: the participants waited the whole lesson (or longer, for a meeting
+                # that was still trying past its end), whether the launch failed before the start or the
+                # hosts timed out after it.
                 meeting = meetings[self.meeting_of[session.key]]
-                ready_at = meeting.updated_at  # never both ready: waited until it ended
-            ready += len(times) == 2 and all(times) and ready_at <= session.meet_time
+                lesson_end = session.meet_time + timedelta(minutes=session.duration_minutes)
+                ready_at = max(meeting.updated_at, lesson_end)
+            ready += served and ready_at <= session.meet_time
             waits.append(max(0.0, (ready_at - session.meet_time).total_seconds()))
         running = sum(i.running_seconds(self.end) for i in self.ec2.instances.values())
         stopped = sum(i.stopped_seconds(self.end) for i in self.ec2.instances.values())

@@ -151,46 +151,90 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, raw: dict, *, name: str = "scenario") -> "Scenario":
-        def pick(key, sub=None):
+        """The scenario ``raw`` describes, or ``ScenarioError`` naming the key that is wrong and why."""
+
+        def pick(key, sub=None, convert=float, low=None, high=None):
+            where = f"{key}.{sub}" if sub else key
             value = raw.get(key, DEFAULTS[key])
             if sub is not None:
-                value = (value or {}).get(sub, DEFAULTS[key][sub])
+                if not isinstance(value, dict):
+                    raise ScenarioError(f"{where}: {key} is an object")
+                value = value.get(sub, DEFAULTS[key][sub])
+            if convert is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if convert is str:
+                if not isinstance(value, str) or not value:
+                    raise ScenarioError(f"{where}: a string, not {value!r}")
+                return value
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ScenarioError(f"{where}: a number, not {value!r}")
+            if convert is int and not isinstance(value, int):
+                raise ScenarioError(f"{where}: a whole number, not {value!r}")
+            value = convert(value)
+            if (low is not None and value < low) or (high is not None and value > high):
+                bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+                raise ScenarioError(f"{where}: {bounds}, not {value!r}")
             return value
 
+        def distribution(spec, where, low=0.0):
+            try:
+                parsed = Distribution.parse(spec, where=where)
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, ScenarioError):
+                    raise
+                raise ScenarioError(f"{where}: {exc!r}") from exc
+            negative = parsed.kind in ("fixed", "uniform") and parsed.a < low
+            if negative or (parsed.kind == "uniform" and parsed.b < parsed.a):
+                raise ScenarioError(f"{where}: values from {low:g} up (a uniform is [low, high])")
+            return parsed
+
+        hour_weights = raw.get("hour_weights", DEFAULTS["hour_weights"])
         try:
-            weights = {int(h): float(w) for h, w in pick("hour_weights").items() if float(w) > 0}
-            if not weights or any(not 0 <= h < 24 for h in weights):
-                raise ScenarioError("hour_weights: hours 0-23 with positive weights")
-            boot = raw.get("boot_seconds", DEFAULTS["boot_seconds"])
-            return cls(
-                name=name,
-                raw=raw,
-                seed=int(pick("seed")),
-                days=int(pick("days")),
-                sessions_per_day=int(pick("sessions_per_day")),
-                start_minutes=tuple(int(m) for m in pick("start_minutes")),
-                hour_weights=weights,
-                duration_minutes=int(pick("duration_minutes")),
-                booking_lead_hours=Distribution.parse(pick("booking_lead_hours"), where="booking_lead_hours"),
-                no_show_rate=float(pick("no_show_rate")),
-                cold_boot=Distribution.parse(boot.get("cold", DEFAULTS["boot_seconds"]["cold"]), where="boot.cold"),
-                warm_boot=Distribution.parse(boot.get("warm", DEFAULTS["boot_seconds"]["warm"]), where="boot.warm"),
-                ice_probability=float(pick("capacity", "ice_probability")),
-                run_instances_burst=float(pick("limits", "run_instances_burst")),
-                run_instances_per_second=float(pick("limits", "run_instances_per_second")),
-                start_instances_burst=float(pick("limits", "start_instances_burst")),
-                start_instances_per_second=float(pick("limits", "start_instances_per_second")),
-                vcpu_quota=int(pick("limits", "vcpu_quota")),
-                instance_type=str(pick("instance", "type")),
-                vcpus=int(pick("instance", "vcpus")),
-                usd_per_hour=float(pick("instance", "usd_per_hour")),
-                stopped_usd_per_hour=float(pick("instance", "stopped_usd_per_hour")),
-                os=str(pick("instance", "os")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ScenarioError):
-                raise
-            raise ScenarioError(f"{name}: {exc!r}") from exc
+            weights = {int(h): float(w) for h, w in hour_weights.items() if float(w) > 0}
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ScenarioError(f'hour_weights: an object of hour -> weight, as {{"16": 3}} ({exc})') from exc
+        if not weights or any(not 0 <= h < 24 for h in weights):
+            raise ScenarioError("hour_weights: hours 0-23 with positive weights")
+        start_minutes = raw.get("start_minutes", DEFAULTS["start_minutes"])
+        if (
+            not isinstance(start_minutes, list)
+            or not start_minutes
+            or any(isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < 60 for m in start_minutes)
+        ):
+            raise ScenarioError(f"start_minutes: a list of minutes 0-59, not {start_minutes!r}")
+        boot = raw.get("boot_seconds", DEFAULTS["boot_seconds"])
+        if not isinstance(boot, dict):
+            raise ScenarioError("boot_seconds: an object with cold and warm distributions")
+        os_name = pick("instance", "os", convert=str)
+        if os_name not in ("windows", "linux"):
+            raise ScenarioError(f"instance.os: windows or linux, not {os_name!r}")
+        return cls(
+            name=name,
+            raw=raw,
+            seed=pick("seed", convert=int),
+            days=pick("days", convert=int, low=1),
+            sessions_per_day=pick("sessions_per_day", convert=int, low=1),
+            start_minutes=tuple(start_minutes),
+            hour_weights=weights,
+            duration_minutes=pick("duration_minutes", convert=int, low=1),
+            booking_lead_hours=distribution(
+                raw.get("booking_lead_hours", DEFAULTS["booking_lead_hours"]), "booking_lead_hours"
+            ),
+            no_show_rate=pick("no_show_rate", low=0, high=1),
+            cold_boot=distribution(boot.get("cold", DEFAULTS["boot_seconds"]["cold"]), "boot_seconds.cold"),
+            warm_boot=distribution(boot.get("warm", DEFAULTS["boot_seconds"]["warm"]), "boot_seconds.warm"),
+            ice_probability=pick("capacity", "ice_probability", low=0, high=1),
+            run_instances_burst=pick("limits", "run_instances_burst", low=1),
+            run_instances_per_second=pick("limits", "run_instances_per_second", low=0.001),
+            start_instances_burst=pick("limits", "start_instances_burst", low=1),
+            start_instances_per_second=pick("limits", "start_instances_per_second", low=0.001),
+            vcpu_quota=pick("limits", "vcpu_quota", convert=int, low=1),
+            instance_type=pick("instance", "type", convert=str),
+            vcpus=pick("instance", "vcpus", convert=int, low=1),
+            usd_per_hour=pick("instance", "usd_per_hour", low=0.0001),
+            stopped_usd_per_hour=pick("instance", "stopped_usd_per_hour", low=0),
+            os=os_name,
+        )
 
 
 @dataclass(frozen=True)

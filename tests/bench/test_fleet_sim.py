@@ -107,3 +107,17 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path, database_url):
     broken = simulate(tmp_path, database_url, scenario='{"seed": 1, "days": ')
     assert broken.returncode == 2 and "scenario" in broken.stderr.lower()
     assert not broken.stdout
+
+
+def test_a_lesson_whose_desktops_never_came_waited_all_of_it(tmp_path, database_url):
+    """EC2 has no capacity at all: every launch fails before the lesson starts. Those sessions are not
+    ready, and each counts as waiting its whole lesson (not zero because the launch failed early)."""
+    scenario = {**SCENARIO, "capacity": {"ice_probability": 1.0}}
+    run = simulate(tmp_path, database_url, "--policies", "fixed", scenario=scenario)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (result,) = [json.loads(run.stdout.strip().splitlines()[-1])]
+    assert result["sessions"] == 8 and result["ready_at_start"] == 0.0
+    lesson = SCENARIO["duration_minutes"] * 60
+    assert result["wait_p50_s"] >= lesson and result["wait_max_s"] >= lesson
+    assert result["leaked_instances"] == 0 and result["usd"] == 0.0
+    assert "LAUNCH_FAILED" in run.stderr
