@@ -579,10 +579,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    # Each policy once, in the order given (a policy named twice would run twice on one database).
+    policies = list(dict.fromkeys(p.strip() for p in args.policies.split(",") if p.strip()))
+    if not policies:
+        parser.error(f"--policies names none: give one or more of {', '.join(POLICIES)}")
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         parser.error(f"unknown policy {', '.join(unknown)}: this build has {', '.join(POLICIES)}")
+    if args.days is not None and args.days < 1:
+        parser.error("--days must be at least 1")
     if args.jobs is None:
         args.jobs = len(policies)
     if args.jobs < 1:

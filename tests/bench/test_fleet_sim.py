@@ -107,6 +107,12 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path, database_url):
     broken = simulate(tmp_path, database_url, scenario='{"seed": 1, "days": ')
     assert broken.returncode == 2 and "scenario" in broken.stderr.lower()
     assert not broken.stdout
+    impossible = simulate(tmp_path, database_url, scenario={**SCENARIO, "capacity": {"ice_probability": 1.5}})
+    assert impossible.returncode == 2 and "capacity.ice_probability: from 0 to 1" in impossible.stderr
+    none = simulate(tmp_path, database_url, "--policies", " , ")
+    assert none.returncode == 2 and "--policies names none" in none.stderr
+    no_days = simulate(tmp_path, database_url, "--days", "0")
+    assert no_days.returncode == 2 and "--days must be at least 1" in no_days.stderr
 
 
 def test_a_lesson_whose_desktops_never_came_waited_all_of_it(tmp_path, database_url):
