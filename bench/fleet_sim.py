@@ -104,9 +104,12 @@ def database_recreate(database_url: str) -> None:
 
 
 class Simulation:
-    def __init__(self, scenario: Scenario, policy: str):
+    def __init__(self, scenario: Scenario, policy: str, *, breakdown: bool = False):
         self.scenario = scenario
         self.policy = policy
+        # --breakdown: label -> [calls, queries, seconds] of each task and simulator step.
+        self.breakdown: dict[str, list] | None = {} if breakdown else None
+        self._label = "simulator (its own reads)"  # busy or idle, the summary: not timed, queries counted
         self.now = EPOCH - timedelta(hours=2)
         self.queue: list = []
         self.order = itertools.count()
@@ -212,8 +215,34 @@ class Simulation:
 
         stack.enter_context(_patch(celery.app.task.Task, "apply_async", apply_async))
 
+    # --- where the time goes (--breakdown) -------------------------------------------------------------
+    def _measured(self, label: str, step, *args) -> None:
+        """Run ``step`` and, with --breakdown, count its call, its queries and its seconds under ``label``."""
+        if self.breakdown is None:
+            step(*args)
+            return
+        outer, self._label = self._label, label
+        started = time.perf_counter()
+        try:
+            step(*args)
+        finally:
+            row = self.breakdown.setdefault(label, [0, 0, 0.0])
+            row[0] += 1
+            row[2] += time.perf_counter() - started
+            self._label = outer
+
+    def _count_query(self, execute, sql, params, many, context):
+        self.breakdown.setdefault(self._label, [0, 0, 0.0])[1] += 1
+        return execute(sql, params, many, context)
+
     # --- events ------------------------------------------------------------------------------------------
     def run_task(self, task, args, kwargs, retries) -> None:
+        if self.breakdown is not None:
+            self._measured(task.name.rsplit(".", 1)[-1], self._run_task, task, args, kwargs, retries)
+        else:
+            self._run_task(task, args, kwargs, retries)
+
+    def _run_task(self, task, args, kwargs, retries) -> None:
         from celery.exceptions import Retry
 
         task.push_request(id=f"sim-{next(self.order)}", args=args, kwargs=kwargs, retries=retries, is_eager=False)
@@ -330,6 +359,15 @@ class Simulation:
         return entries
 
     def run(self) -> dict:
+        from contextlib import nullcontext
+
+        from django.db import connection
+
+        counting = nullcontext() if self.breakdown is None else connection.execute_wrapper(self._count_query)
+        with counting:
+            return self._run()
+
+    def _run(self) -> dict:
         import time_machine
 
         for session in self.sessions:
@@ -351,10 +389,10 @@ class Simulation:
                     break
                 self._move(traveller, due_beat)
                 if self.now >= next_vacuum:
-                    self.vacuum()
+                    self._measured("autovacuum (simulator)", self.vacuum)
                     next_vacuum = self.now + VACUUM_EVERY
                 if self.busy():
-                    self.attest_ready_hosts()
+                    self._measured("attestations (hosts)", self.attest_ready_hosts)
                     for task, period in beat:
                         if next_beat[task.name] <= self.now:
                             self.run_task(task, (), {}, 0)
@@ -398,11 +436,11 @@ class Simulation:
         if kind == "task":
             self.run_task(*payload)
         elif kind == "book":
-            self.book(payload)
+            self._measured("booking (admission)", self.book, payload)
         elif kind == "arrive":
-            self.arrive(payload)
+            self._measured("participants join", self.arrive, payload)
         elif kind == "recorded":
-            self.recorded(payload)
+            self._measured("session data (agents)", self.recorded, payload)
 
     # --- figures ---------------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -462,6 +500,7 @@ class Simulation:
             "_task_failures": dict(self.task_failures),
             "_pool_held_at_end": len(pooled),
             "_warm_hosts": Host.objects.filter(meeting_id__in=meetings, warm_start=True).count(),
+            **({"_breakdown": self.breakdown} if self.breakdown is not None else {}),
         }
 
 
@@ -501,13 +540,13 @@ COLUMNS = [
 ]
 
 
-def run_policy(scenario: Scenario, policy: str, database_url: str) -> dict:
+def run_policy(scenario: Scenario, policy: str, database_url: str, *, breakdown: bool = False) -> dict:
     """One policy on its own fresh database (this process's Django is set up for it)."""
     from contextlib import ExitStack
 
     database_recreate(database_url)
     started = time.perf_counter()
-    simulation = Simulation(scenario, policy)
+    simulation = Simulation(scenario, policy, breakdown=breakdown)
     with ExitStack() as stack:
         simulation.install(stack)
         result = simulation.run()
@@ -540,7 +579,9 @@ def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
                 "--database",
                 policy_database(args.database, policy),
                 "--worker",
-            ] + (["--days", str(args.days)] if args.days else [])
+            ]
+            command += ["--days", str(args.days)] if args.days else []
+            command += ["--breakdown"] if args.breakdown else []
             running[policy] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         for policy, process in list(running.items()):
             if process.poll() is None:
@@ -562,6 +603,26 @@ def _report(result: dict) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if "_breakdown" in result:
+        print(_breakdown_table(result), file=sys.stderr, flush=True)
+
+
+def _breakdown_table(result: dict) -> str:
+    """Where one policy's run went: per task (by its function name) and simulator step, most seconds first."""
+    rows = sorted(result["_breakdown"].items(), key=lambda item: -item[1][2])
+    total = sum(row[2] for _, row in rows) or 1.0
+    lines = [
+        f"# {result['policy']} breakdown: {'step':<32} {'calls':>8} {'queries':>9} {'q/call':>7} {'ms/call':>8} "
+        f"{'s':>7} {'share':>6}"
+    ]
+    for label, (calls, queries, seconds) in rows:
+        per_query = f"{queries / calls:>7.1f}" if calls else f"{'-':>7}"
+        per_call = f"{1000 * seconds / calls:>8.2f}" if calls else f"{'-':>8}"
+        lines.append(
+            f"# {result['policy']} breakdown: {label:<32} {calls or '-':>8} {queries:>9} {per_query} {per_call} "
+            f"{seconds:>7.1f} {seconds / total:>6.1%}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -576,6 +637,12 @@ def main(argv=None) -> int:
         help="policies simulated at once, each in its own process and database (default: all of them; each "
         "waits on PostgreSQL a quarter of its time, so three share two cores well); 1 runs them one after "
         "another in this process",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print, per policy on stderr, each task's and simulator step's calls, queries and seconds "
+        "(where the run's time goes; counting adds a little)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -600,7 +667,7 @@ def main(argv=None) -> int:
         scenario = dataclasses.replace(scenario, days=min(args.days, scenario.days))
     if args.worker:  # a child of run_parallel: one policy, the full result as the last line
         django_setup(args.database)
-        print(json.dumps(run_policy(scenario, policies[0], args.database)))
+        print(json.dumps(run_policy(scenario, policies[0], args.database, breakdown=args.breakdown)))
         return 0
     if args.jobs > 1 and len(policies) > 1:
         results = run_parallel(args, policies, args.jobs)
@@ -608,7 +675,7 @@ def main(argv=None) -> int:
         django_setup(args.database)
         results = []
         for policy in policies:
-            results.append(run_policy(scenario, policy, args.database))
+            results.append(run_policy(scenario, policy, args.database, breakdown=args.breakdown))
             _report(results[-1])
     print(f"scenario {scenario.name}: {scenario.days} days, {scenario.sessions_per_day} sessions a day")
     print(" ".join(f"{name[:9]:<14}" if name == "policy" else f"{name[:9]:>9}" for name, _ in COLUMNS))

@@ -82,7 +82,7 @@ def simulate(tmp_path, database_url, *args, scenario=SCENARIO):
 
 
 def test_three_policies_side_by_side_print_a_table_then_a_json_line_each(tmp_path, database_url):
-    run = simulate(tmp_path, database_url, "--jobs", "2")
+    run = simulate(tmp_path, database_url, "--jobs", "2", "--breakdown")
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     results = [json.loads(line) for line in lines[-3:]]
@@ -99,6 +99,11 @@ def test_three_policies_side_by_side_print_a_table_then_a_json_line_each(tmp_pat
     assert [r["ready_at_start"] for r in results] == [1.0, 1.0, 1.0]
     assert all(r["overhead_ratio"] > 0 and r["usd"] > 0 for r in results)
     assert "# learned+pool:" in run.stderr  # each policy's ends and AWS calls, on stderr
+    # --breakdown: where each policy's time went, per task and simulator step, with its queries.
+    launches = [line.split() for line in run.stderr.splitlines() if "learned breakdown: meeting_launch_task" in line]
+    assert len(launches) == 1
+    calls, queries = int(launches[0][4]), int(launches[0][5])
+    assert calls >= 8 and queries >= calls  # every meeting launched, each with its queries counted
 
 
 def test_bad_input_is_refused_with_a_clear_message(tmp_path, database_url):
