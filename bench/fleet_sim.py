@@ -101,6 +101,14 @@ def database_recreate(database_url: str) -> None:
         # locks and isolation are unchanged; only a crash of PostgreSQL itself could lose the run.
         connection.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     call_command("migrate", verbosity=0, interactive=False)
+    # The simulation applies autovacuum's rule on its own clock (``Simulation.vacuum``); the real daemon,
+    # on the wall clock, would vacuum at moments that depend on the machine's speed, and with them the
+    # order rows come back in: two runs of one scenario would differ.
+    from django.db import connection as django_connection
+
+    with django_connection.cursor() as cursor:
+        for table in django_connection.introspection.table_names(cursor):
+            cursor.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)')
 
 
 class Simulation:
@@ -414,6 +422,10 @@ class Simulation:
         from django.db import connection
 
         with connection.cursor() as cursor:
+            # A backend reports its table counts at most once a second of wall time: flush them now, so
+            # the rule sees the same counts whatever the machine's speed (the next statement sees them).
+            if connection.pg_version >= 150000:  # older servers report at each transaction's end
+                cursor.execute("SELECT pg_stat_force_next_flush()")
             cursor.execute(
                 "SELECT relname, n_dead_tup > 50 + 0.2 * n_live_tup, n_mod_since_analyze > 50 + 0.1 * n_live_tup "
                 "FROM pg_stat_user_tables WHERE schemaname = 'public'"
@@ -545,6 +557,9 @@ def run_policy(scenario: Scenario, policy: str, database_url: str, *, breakdown:
     from contextlib import ExitStack
 
     database_recreate(database_url)
+    # Retries back off with jitter (Celery's and elephant.backoff's, from the random module): drawn from
+    # the scenario's seed, so a run repeats.
+    random.seed(scenario.seed + 3)
     started = time.perf_counter()
     simulation = Simulation(scenario, policy, breakdown=breakdown)
     with ExitStack() as stack:
