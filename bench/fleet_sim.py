@@ -277,7 +277,13 @@ class Simulation:
                 time_zone="UTC",
                 actor="sim",
             )
-        except ValidationError:
+        except ValidationError as exc:
+            # Admission refuses on meet_time (no desktops at that time); anything else is a lesson the
+            # application never accepts (a duration over ELEPHANT_MAX_DURATION_MINUTES): the scenario's fault.
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+            wrong = {field: messages for field, messages in errors.items() if field != "meet_time"}
+            if wrong:
+                raise ScenarioError(f"Elephant refuses the scenario's lessons, whatever the capacity: {wrong}") from exc
             self.refused += 1
             return
         self.meeting_of[session.key] = meeting.pk
@@ -603,6 +609,10 @@ def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
                 continue
             output = process.stdout.read()
             del running[policy]
+            if process.returncode == 2:  # the child said why on stderr (a scenario Elephant refuses)
+                for other in running.values():
+                    other.kill()
+                raise SystemExit(2)
             if process.returncode != 0:
                 raise SystemExit(f"policy {policy}: the simulation failed (exit {process.returncode})")
             results[policy] = json.loads(output.strip().splitlines()[-1])
@@ -682,7 +692,10 @@ def main(argv=None) -> int:
         scenario = dataclasses.replace(scenario, days=min(args.days, scenario.days))
     if args.worker:  # a child of run_parallel: one policy, the full result as the last line
         django_setup(args.database)
-        print(json.dumps(run_policy(scenario, policies[0], args.database, breakdown=args.breakdown)))
+        try:
+            print(json.dumps(run_policy(scenario, policies[0], args.database, breakdown=args.breakdown)))
+        except ScenarioError as exc:
+            parser.error(str(exc))
         return 0
     if args.jobs > 1 and len(policies) > 1:
         results = run_parallel(args, policies, args.jobs)
@@ -690,7 +703,10 @@ def main(argv=None) -> int:
         django_setup(args.database)
         results = []
         for policy in policies:
-            results.append(run_policy(scenario, policy, args.database, breakdown=args.breakdown))
+            try:
+                results.append(run_policy(scenario, policy, args.database, breakdown=args.breakdown))
+            except ScenarioError as exc:
+                parser.error(str(exc))
             _report(results[-1])
     print(f"scenario {scenario.name}: {scenario.days} days, {scenario.sessions_per_day} sessions a day")
     print(" ".join(f"{name[:9]:<14}" if name == "policy" else f"{name[:9]:>9}" for name, _ in COLUMNS))

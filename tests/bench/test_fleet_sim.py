@@ -118,6 +118,10 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path, database_url):
     assert none.returncode == 2 and "--policies names none" in none.stderr
     no_days = simulate(tmp_path, database_url, "--days", "0")
     assert no_days.returncode == 2 and "--days must be at least 1" in no_days.stderr
+    # A lesson longer than the application allows is the scenario's fault, not a refusal for capacity.
+    too_long = simulate(tmp_path, database_url, "--jobs", "3", scenario={**SCENARIO, "duration_minutes": 600})
+    assert too_long.returncode == 2 and "Duration must be between 1 and 480 minutes" in too_long.stderr
+    assert not too_long.stdout
 
 
 def test_a_lesson_whose_desktops_never_came_waited_all_of_it(tmp_path, database_url):
