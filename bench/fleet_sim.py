@@ -16,7 +16,7 @@ Prints a table and, last, one JSON line per policy:
 
 ``ready_at_start`` is the share of sessions held (not no-shows, not refused) whose two hosts were both
 ready at ``meet_time``; a wait is from ``meet_time`` until both were ready, and a session whose desktops
-never both were waited its whole lesson (until the meeting ended, if that was later);
+were never both ready counts as waiting its whole lesson (until the meeting ended, if that was later);
 ``overhead_ratio`` is instance-time billed beyond the ideal (both hosts running exactly from
 ``meet_time`` to the end) divided by the ideal.
 
