@@ -88,6 +88,7 @@ def django_setup(database_url: str) -> None:
 def database_recreate(database_url: str) -> None:
     import psycopg
     from django.core.management import call_command
+    from django.db import connection as django_connection
     from django.db import connections
 
     connections.close_all()
@@ -104,8 +105,6 @@ def database_recreate(database_url: str) -> None:
     # The simulation applies autovacuum's rule on its own clock (``Simulation.vacuum``); the real daemon,
     # on the wall clock, would vacuum at moments that depend on the machine's speed, and with them the
     # order rows come back in: two runs of one scenario would differ.
-    from django.db import connection as django_connection
-
     with django_connection.cursor() as cursor:
         for table in django_connection.introspection.table_names(cursor):
             cursor.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)')
@@ -245,10 +244,7 @@ class Simulation:
 
     # --- events ------------------------------------------------------------------------------------------
     def run_task(self, task, args, kwargs, retries) -> None:
-        if self.breakdown is not None:
-            self._measured(task.name.rsplit(".", 1)[-1], self._run_task, task, args, kwargs, retries)
-        else:
-            self._run_task(task, args, kwargs, retries)
+        self._measured(task.name.rsplit(".", 1)[-1], self._run_task, task, args, kwargs, retries)
 
     def _run_task(self, task, args, kwargs, retries) -> None:
         from celery.exceptions import Retry
@@ -690,24 +686,21 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     if args.days:
         scenario = dataclasses.replace(scenario, days=min(args.days, scenario.days))
-    if args.worker:  # a child of run_parallel: one policy, the full result as the last line
-        django_setup(args.database)
-        try:
+    try:  # a scenario Elephant refuses (ScenarioError) ends the run with why, as a bad argument does
+        if args.worker:  # a child of run_parallel: one policy, the full result as the last line
+            django_setup(args.database)
             print(json.dumps(run_policy(scenario, policies[0], args.database, breakdown=args.breakdown)))
-        except ScenarioError as exc:
-            parser.error(str(exc))
-        return 0
-    if args.jobs > 1 and len(policies) > 1:
-        results = run_parallel(args, policies, args.jobs)
-    else:
-        django_setup(args.database)
-        results = []
-        for policy in policies:
-            try:
+            return 0
+        if args.jobs > 1 and len(policies) > 1:
+            results = run_parallel(args, policies, args.jobs)
+        else:
+            django_setup(args.database)
+            results = []
+            for policy in policies:
                 results.append(run_policy(scenario, policy, args.database, breakdown=args.breakdown))
-            except ScenarioError as exc:
-                parser.error(str(exc))
-            _report(results[-1])
+                _report(results[-1])
+    except ScenarioError as exc:
+        parser.error(str(exc))
     print(f"scenario {scenario.name}: {scenario.days} days, {scenario.sessions_per_day} sessions a day")
     print(" ".join(f"{name[:9]:<14}" if name == "policy" else f"{name[:9]:>9}" for name, _ in COLUMNS))
     for result in results:
