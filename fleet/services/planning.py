@@ -124,6 +124,8 @@ class KeyHistory:
     censored: int = 0
     observed_p50: float | None = None
     observed_p95: float | None = None
+    observed_tail: float | None = None  # the readiness.TAIL_QUANTILE of the uncensored boots
+    uncensored: int = 0
 
 
 def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> dict[tuple, KeyHistory]:
@@ -158,7 +160,9 @@ def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> d
             observed[key].append(sample.seconds)
     for key, seconds in observed.items():
         seconds.sort()
-        found[key].observed_p50, found[key].observed_p95 = _percentile(seconds, 0.50), _percentile(seconds, 0.95)
+        history = found[key]
+        history.observed_p50, history.observed_p95 = _percentile(seconds, 0.50), _percentile(seconds, 0.95)
+        history.observed_tail, history.uncensored = _percentile(seconds, readiness.TAIL_QUANTILE), len(seconds)
     return dict(found)
 
 
@@ -190,6 +194,7 @@ def _history_sql() -> str:
                COALESCE(SUM(w * y * y) FILTER (WHERE NOT censored AND w > 1e-9), 0),
                PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
                PERCENTILE_DISC(0.95) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
+               PERCENTILE_DISC(%(tail)s) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
                ARRAY_AGG(y) FILTER (WHERE censored AND w > 1e-9), ARRAY_AGG(w) FILTER (WHERE censored AND w > 1e-9)
         FROM weighted GROUP BY 1, 2, 3, 4
     """
@@ -201,15 +206,18 @@ def _history_summed(*, since: datetime, now: datetime) -> dict[tuple, KeyHistory
         "now": now,
         "half_life": settings.ELEPHANT_BOOT_HALF_LIFE_DAYS,
         "failed": PoolState.FAILED,
+        "tail": readiness.TAIL_QUANTILE,
     }
     found = {}
     with connection.cursor() as cursor:
         cursor.execute(_history_sql(), params)
-        for ami, instance_type, zone, warm, count, censored, w, wy, wy2, p50, p95, ys, ws in cursor.fetchall():
+        for ami, instance_type, zone, warm, count, censored, w, wy, wy2, p50, p95, tail, ys, ws in cursor.fetchall():
             stats = readiness.BootStats(
                 known_weight=w, known_y=wy, known_y2=wy2, censored=list(zip(ys or [], ws or [], strict=True))
             )
-            found[(ami, instance_type, zone, warm)] = KeyHistory(stats, count, censored, p50, p95)
+            found[(ami, instance_type, zone, warm)] = KeyHistory(
+                stats, count, censored, p50, p95, tail, count - censored
+            )
     return found
 
 
@@ -263,6 +271,7 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
     os_of_ami = _os_of_amis()
     for (ami, instance_type, zone, warm), history in found.items():
         fit = readiness.boot_fit(history.stats, prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm))
+        fit = readiness.tail_held(fit, observed=history.observed_tail, samples=history.uncensored)
         BootEstimate.objects.update_or_create(
             ami_id=ami,
             instance_type=instance_type,

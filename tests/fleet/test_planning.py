@@ -124,6 +124,21 @@ def test_warm_pool_builds_feed_the_cold_boot_history(frozen, settings):
     assert (cold.observed_p50_seconds, cold.observed_p95_seconds) == (505, 511)
 
 
+def test_the_fitted_tail_reaches_the_slowest_percent_of_boots_on_record(frozen, settings):
+    """120 boots: most take 60-120 s, two in a hundred take 400 s. The refit's estimate (what the lead
+    and the health timeout read) has its 99th percentile at the boots seen there, not below them."""
+    settings.ELEPHANT_AMI_ID = "ami-0history"
+    for n in range(60):
+        meeting = make_meeting(meet_time=NOW - timedelta(hours=1, minutes=n))
+        _booted(meeting, "teacher", 400 if n % 25 == 0 else 60 + n)
+        _booted(meeting, "student", 400 if n % 25 == 1 else 120 - n)
+    planning.boot_estimates_refit(now=NOW, force=True)
+    (estimate,) = BootEstimate.objects.all()
+    assert estimate.samples == 120
+    assert estimate.distribution.quantile(0.99) == pytest.approx(400, rel=0.01)
+    assert planning.BootModel.load().lead("", False) > timedelta(seconds=400)
+
+
 def test_boots_still_going_on_count_as_censored_so_a_slow_hour_moves_the_lead_before_it_ends(frozen, settings):
     """Twenty boots of about 300 s on record, then ten hosts launched 40 minutes ago and still not healthy:
     the fit takes them as longer than 40 minutes now, not when they finally time out."""
@@ -155,6 +170,7 @@ def test_the_history_summed_in_postgresql_equals_the_history_read_row_by_row(fro
         other = read[key]
         assert (history.samples, history.censored) == (other.samples, other.censored)
         assert (history.observed_p50, history.observed_p95) == (other.observed_p50, other.observed_p95)
+        assert (history.observed_tail, history.uncensored) == (other.observed_tail, other.uncensored)
         assert history.stats.known_weight == pytest.approx(other.stats.known_weight)
         assert history.stats.known_y == pytest.approx(other.stats.known_y)
         assert history.stats.known_y2 == pytest.approx(other.stats.known_y2)

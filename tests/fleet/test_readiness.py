@@ -13,6 +13,7 @@ from fleet.readiness import (
     health_timeout,
     launch_lead,
     ready_probability,
+    tail_held,
 )
 
 TRUE = LogNormal.from_median_p95(420, 1100)
@@ -84,3 +85,24 @@ def test_the_health_timeout_comes_from_the_same_distribution_within_bounds():
     )
     fast = LogNormal.from_median_p95(20, 40)
     assert health_timeout(fast, quantile=0.999, floor_seconds=300, cap_seconds=3600) == 300
+
+
+def test_the_tail_is_held_to_the_boots_seen_where_the_lognormal_bends_below_them():
+    """A warm start of about 75 s seen through 15-second sweeps: the body is narrow, so the log-normal
+    fitted to it puts its 99th percentile far below the slowest boots on record. Held to the observed
+    99th percentile, its spread widens and its median stays; the lead grows with it."""
+    rng = random.Random(3)
+    boots = [15 * math.ceil((math.exp(rng.gauss(math.log(75), 0.42)) + rng.uniform(0, 30)) / 15) for _ in range(1600)]
+    boots += [420] * 24  # a slow tail the body does not predict: 1.5 % of boots
+    fit = boot_distribution([BootSample(s) for s in boots], prior=PRIOR)
+    ordered = sorted(boots)
+    p99 = ordered[math.ceil(0.99 * len(ordered)) - 1]
+    assert fit.quantile(0.99) < p99  # the fit alone promises boots faster than those seen
+    held = tail_held(fit, observed=p99, samples=len(boots))
+    assert held.quantile(0.99) == pytest.approx(p99)
+    assert held.median == pytest.approx(fit.median) and held.sigma > fit.sigma
+    assert launch_lead([held, held], target=0.99) > launch_lead([fit, fit], target=0.99)
+    # Never narrower than the fit, and nothing said on too few boots or none.
+    assert tail_held(fit, observed=fit.quantile(0.99) / 2, samples=len(boots)) == fit
+    assert tail_held(fit, observed=p99, samples=99) == fit
+    assert tail_held(fit, observed=None, samples=len(boots)) == fit
