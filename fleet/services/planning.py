@@ -125,7 +125,6 @@ class KeyHistory:
     observed_p50: float | None = None
     observed_p95: float | None = None
     observed_tail: float | None = None  # the readiness.TAIL_QUANTILE of the uncensored boots
-    uncensored: int = 0
 
 
 def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> dict[tuple, KeyHistory]:
@@ -162,7 +161,7 @@ def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> d
         seconds.sort()
         history = found[key]
         history.observed_p50, history.observed_p95 = _percentile(seconds, 0.50), _percentile(seconds, 0.95)
-        history.observed_tail, history.uncensored = _percentile(seconds, readiness.TAIL_QUANTILE), len(seconds)
+        history.observed_tail = _percentile(seconds, readiness.TAIL_QUANTILE)
     return dict(found)
 
 
@@ -215,9 +214,7 @@ def _history_summed(*, since: datetime, now: datetime) -> dict[tuple, KeyHistory
             stats = readiness.BootStats(
                 known_weight=w, known_y=wy, known_y2=wy2, censored=list(zip(ys or [], ws or [], strict=True))
             )
-            found[(ami, instance_type, zone, warm)] = KeyHistory(
-                stats, count, censored, p50, p95, tail, count - censored
-            )
+            found[(ami, instance_type, zone, warm)] = KeyHistory(stats, count, censored, p50, p95, tail)
     return found
 
 
@@ -271,7 +268,7 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
     os_of_ami = _os_of_amis()
     for (ami, instance_type, zone, warm), history in found.items():
         fit = readiness.boot_fit(history.stats, prior=_prior(os_of_ami.get(ami, DesktopOs.WINDOWS), warm))
-        fit = readiness.tail_held(fit, observed=history.observed_tail, samples=history.uncensored)
+        fit = readiness.tail_held(fit, observed=history.observed_tail, samples=history.samples - history.censored)
         BootEstimate.objects.update_or_create(
             ami_id=ami,
             instance_type=instance_type,
