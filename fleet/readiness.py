@@ -15,7 +15,8 @@ Pure functions: the caller reads the history and hands in ``BootSample`` values.
   ``TAIL_MIN_SAMPLES`` uncensored boots, ``tail_held`` widens the spread until the fitted
   ``TAIL_QUANTILE`` is at least the observed one (never narrower than the fit).
 - ``launch_lead`` is the smallest lead L such that every host of a meeting is ready by
-  ``meet_time`` with probability at least ``target`` (hosts independent: the product of their CDFs).
+  ``meet_time`` with probability at least ``target`` (hosts independent: the product of their CDFs);
+  the caller plans for ``plan_target``, the promised target with a margin of its misses in reserve.
 """
 
 import math
@@ -156,6 +157,17 @@ def ready_probability(distributions: Sequence[LogNormal], lead_seconds: float) -
     for distribution in distributions:
         probability *= distribution.cdf(lead_seconds)
     return probability
+
+
+def plan_target(target: float, *, margin: float) -> float:
+    """The probability a lead is planned for: ``target`` with ``margin`` of its allowed misses kept in reserve
+    (0.99 with 0.5: 0.995). A lead aimed exactly at the target keeps it only on average; the misses of a
+    week are random (binomial), so about every other week would land below it."""
+    if not 0 < target < 1:
+        raise ValueError(f"ELEPHANT_READY_TARGET must be strictly between 0 and 1 (got {target})")
+    if not 0 <= margin < 1:
+        raise ValueError(f"ELEPHANT_READY_MARGIN must be at least 0 and below 1 (got {margin})")
+    return 1.0 - (1.0 - target) * (1.0 - margin)
 
 
 def launch_lead(distributions: Sequence[LogNormal], *, target: float) -> float:

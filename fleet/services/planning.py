@@ -5,7 +5,8 @@
   fits a log-normal per (AMI, type, zone, cold/warm) from that history (``fleet.readiness``: censored
   boots count, recent ones weigh more, a new key starts from ``ELEPHANT_BOOT_PRIOR``) into ``BootEstimate``.
 - **The learned lead.** ``BootModel`` reads the estimates once and answers, per meeting, the lead that
-  makes both hosts ready by ``meet_time`` with ``ELEPHANT_READY_TARGET`` probability, and per host its
+  makes both hosts ready by ``meet_time`` with ``ELEPHANT_READY_TARGET`` probability (planned with
+  ``ELEPHANT_READY_MARGIN`` of its misses in reserve), and per host its
   health timeout (a far quantile of the same distribution).
 - **The plan.** ``fleet_plan_sweep`` (beat) assigns every scheduled meeting of the next
   ``ELEPHANT_PLAN_HORIZON_HOURS`` its ``launch_at`` backwards from its deadline within the account's
@@ -379,7 +380,8 @@ class BootModel:
         key = (profile_name, warm)
         if key not in self._leads:
             distribution = self.meeting_distribution(profile_name, warm)
-            seconds = readiness.launch_lead([distribution] * HOSTS_PER_MEETING, target=settings.ELEPHANT_READY_TARGET)
+            target = readiness.plan_target(settings.ELEPHANT_READY_TARGET, margin=settings.ELEPHANT_READY_MARGIN)
+            seconds = readiness.launch_lead([distribution] * HOSTS_PER_MEETING, target=target)
             self._leads[key] = timedelta(seconds=math.ceil(seconds))
         return self._leads[key]
 

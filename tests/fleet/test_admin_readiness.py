@@ -89,14 +89,15 @@ def test_boot_times_are_view_only_even_for_a_superuser(staff_client):
 # --- profiles -------------------------------------------------------------------------------------
 def test_the_profile_list_shows_boot_percentiles_and_the_launch_lead(staff_client):
     estimate(mu=math.log(300), sigma=0.2)
-    lead = BootModel.load().lead("default", False)
+    lead, warm = BootModel.load().lead("default", False), BootModel.load().lead("default", True)
     page = staff_client.get(reverse("admin:fleet_desktopprofile_changelist")).content.decode()
     p99 = math.exp(math.log(300) + 0.2 * NormalDist().inv_cdf(0.99))
     assert cell(page, "cold_boot") == [f"300 / {p99:,.0f}"]
     cold_lead, warm_lead = cell(page, "launch_lead")[0].split(" / ")
     assert cold_lead == f"{lead.total_seconds() / 60:.1f}"
     assert 300 / 60 < float(cold_lead) < 20  # both desktops at the 99% target: past p99 of one
-    assert float(warm_lead) < float(cold_lead)  # no warm history: the warm prior, far faster
+    # No warm history: the warm prior's lead (Windows, 90 / 300 s: both ready with 0.995 in about 12 minutes).
+    assert warm_lead == f"{warm.total_seconds() / 60:.1f}" and 8 < float(warm_lead) < 15
 
 
 def test_the_profile_list_under_the_fixed_policy_shows_the_fixed_lead(staff_client, settings):

@@ -10,7 +10,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from fleet import planner, profiles, services
+from fleet import planner, profiles, readiness, services
 from fleet.models import BootEstimate, DesktopProfile, Host, HostState, PoolInstance, PoolState
 from fleet.services import planning
 from meetings.apikeys import api_key_create
@@ -77,6 +77,24 @@ def test_timed_out_boots_count_as_censored_and_push_the_learned_lead_up(frozen, 
     assert slow.censored == 10 and slow.samples == 50
     assert slow.distribution.quantile(0.9) > 600  # a fit that dropped them would put p90 near 330 s
     assert planning.BootModel.load().lead("", False) > lead_before
+
+
+def test_a_meetings_lead_aims_past_the_target_by_the_ready_margin(frozen, settings):
+    _quick_history(settings, meetings=20)
+    (estimate,) = BootEstimate.objects.all()
+    both = [estimate.distribution] * 2
+
+    def lead(margin):
+        settings.ELEPHANT_READY_MARGIN = margin
+        return planning.BootModel.load().lead("", False).total_seconds()
+
+    exact, planned = lead(0.0), lead(0.5)
+    assert readiness.ready_probability(both, exact) == pytest.approx(0.99, abs=1e-3)
+    assert readiness.ready_probability(both, planned) == pytest.approx(0.995, abs=1e-3)
+    assert planned > exact
+    settings.ELEPHANT_READY_MARGIN = 1.0  # no miss allowed at all: refused, not a lead of forever
+    with pytest.raises(ValueError, match="ELEPHANT_READY_MARGIN"):
+        planning.BootModel.load().lead("", False)
 
 
 def test_warm_pool_builds_feed_the_cold_boot_history(frozen, settings):
@@ -537,7 +555,8 @@ def test_a_late_booking_goes_on_the_warm_pool_instead_of_a_cold_launch_that_cann
     settings.ELEPHANT_WARM_POOL = True
     pooled = [_pool_instance(ec2, settings) for _ in range(2)]
     now = datetime.now(UTC)
-    late = book(now + timedelta(minutes=8))  # a cold Windows launch needs more than half an hour
+    # A cold Windows launch needs more than half an hour (the prior), a warm start about twelve minutes.
+    late = book(now + timedelta(minutes=15))
     assert late.launch_warm
     warm_lead = planning.BootModel.load().lead("", True)
     assert now <= late.launch_at <= late.meet_time - warm_lead  # started a warm lead ahead, not at once
@@ -545,7 +564,7 @@ def test_a_late_booking_goes_on_the_warm_pool_instead_of_a_cold_launch_that_cann
     hosts = list(Host.objects.filter(meeting=late))
     assert {h.instance_id for h in hosts} == {p.instance_id for p in pooled} and all(h.warm_start for h in hosts)
     # With the pool empty now, the next late booking is admitted cold (launched at once, best effort).
-    other = book(now + timedelta(minutes=8))
+    other = book(now + timedelta(minutes=15))
     assert not other.launch_warm and other.launch_at <= now + timedelta(minutes=1)
 
 

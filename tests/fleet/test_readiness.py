@@ -12,6 +12,7 @@ from fleet.readiness import (
     boot_distribution,
     health_timeout,
     launch_lead,
+    plan_target,
     ready_probability,
     tail_held,
 )
@@ -77,6 +78,20 @@ def test_the_lead_makes_both_hosts_ready_with_the_target_probability_and_no_more
     assert launch_lead([TRUE, slow], target=0.99) > launch_lead([slow], target=0.99)
     with pytest.raises(ValueError):
         launch_lead([TRUE], target=1.0)
+
+
+def test_the_lead_is_planned_with_a_margin_of_the_targets_misses_in_reserve():
+    assert plan_target(0.99, margin=0.5) == pytest.approx(0.995)
+    assert plan_target(0.99, margin=0.0) == pytest.approx(0.99)
+    assert plan_target(0.95, margin=0.8) == pytest.approx(0.99)
+    # Aimed exactly at the target, a week of 800 lessons lands below it about every other week; at the
+    # planned target, the expected misses (4) sit two standard deviations below the target's (8).
+    misses_allowed, planned = 800 * (1 - 0.99), 800 * (1 - plan_target(0.99, margin=0.5))
+    assert planned + 2 * math.sqrt(planned) <= misses_allowed + 0.5
+    assert launch_lead([TRUE, TRUE], target=plan_target(0.99, margin=0.5)) > launch_lead([TRUE, TRUE], target=0.99)
+    for target, margin in ((1.0, 0.5), (0.0, 0.5), (0.99, 1.0), (0.99, -0.1)):
+        with pytest.raises(ValueError):
+            plan_target(target, margin=margin)
 
 
 def test_the_health_timeout_comes_from_the_same_distribution_within_bounds():
