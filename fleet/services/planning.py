@@ -626,8 +626,11 @@ def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
     result.unplaceable = list(plan.refused)
     changed = []
     for booking in bookings:
-        # A meeting the limits cannot place launches as early as it may (its launch is throttled, not dropped).
-        launch_at = plan.launch_at.get(booking.key) or _demand(booking, model=model, now=now).earliest
+        # A meeting the limits cannot place (admitted when its lead was shorter, or the quota filled since)
+        # launches at its deadline, not as early as it may: earlier would hold its vCPUs longer and take the
+        # bucket room of meetings that fit, so one unplaceable meeting would push the next out (a cascade
+        # seen under a tight vCPU quota). The burst the plan leaves free serves it.
+        launch_at = plan.launch_at.get(booking.key) or _demand(booking, model=model, now=now).deadline
         if (booking.launch_at, was_warm[booking.key]) != (launch_at, booking.warm):
             changed.append(Meeting(pk=booking.key, launch_at=launch_at, launch_warm=booking.warm))
     if changed:

@@ -227,6 +227,27 @@ def test_a_healthy_host_records_its_boot_and_first_dcv_answer(settings, strict):
 
 
 # --- the plan -------------------------------------------------------------------------------------
+def test_a_meeting_the_quota_cannot_place_launches_at_its_deadline_not_hours_early(frozen, settings):
+    """Two meetings at one start where the vCPU quota holds one: the plan places one and cannot place the
+    other. That one launches at its own deadline (its lead before the start), not at the earliest allowed
+    (ELEPHANT_MAX_LAUNCH_LEAD before): hours early it would hold the quota from the meetings that fit."""
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"  # book without admission, then plan
+    start = NOW + timedelta(hours=6)
+    meetings = [book(start) for _ in range(2)]
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    settings.ELEPHANT_VCPU_QUOTA = {"g": 8}  # one meeting's two g4dn.xlarge at a time
+    result = services.fleet_plan_sweep(now=NOW)
+    assert len(result.unplaceable) == 1
+    deadline = start - planning.BootModel.load().lead("", False)
+    launches = dict(Meeting.objects.filter(pk__in=[m.pk for m in meetings]).values_list("pk", "launch_at"))
+    (unplaced,) = result.unplaceable
+    assert deadline - timedelta(minutes=1) <= launches[unplaced] <= deadline
+    assert start - launches[unplaced] < timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD)
+    assert services.fleet_launch_sweep(now=deadline - timedelta(minutes=2)) == [
+        pk for pk in launches if pk != unplaced and launches[pk] <= deadline - timedelta(minutes=2)
+    ]
+
+
 def test_a_tight_bucket_spreads_a_crowded_start_over_earlier_minutes(frozen, settings):
     settings.ELEPHANT_LAUNCH_POLICY = "fixed"  # book without admission, then plan
     start = NOW + timedelta(hours=3)
