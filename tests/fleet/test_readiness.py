@@ -121,3 +121,18 @@ def test_the_tail_is_held_to_the_boots_seen_where_the_lognormal_bends_below_them
     assert tail_held(fit, observed=fit.quantile(0.99) / 2, samples=len(boots)) == fit
     assert tail_held(fit, observed=p99, samples=99) == fit
     assert tail_held(fit, observed=None, samples=len(boots)) == fit
+
+
+def test_a_readiness_setting_the_lead_cannot_be_planned_with_is_refused_at_start_up(settings):
+    from django.core.checks import run_checks
+
+    def errors():
+        return {message.id: message.msg for message in run_checks() if message.id.startswith("fleet.")}
+
+    assert errors() == {}
+    settings.ELEPHANT_READY_MARGIN = 1.0
+    assert "ELEPHANT_READY_MARGIN" in errors()["fleet.E002"]
+    settings.ELEPHANT_READY_MARGIN, settings.ELEPHANT_READY_TARGET = 0.5, 99
+    assert "ELEPHANT_READY_TARGET" in errors()["fleet.E002"]
+    settings.ELEPHANT_READY_TARGET, settings.ELEPHANT_LAUNCH_POLICY = 0.99, "eager"
+    assert errors() == {"fleet.E001": "ELEPHANT_LAUNCH_POLICY must be one of learned, fixed (got 'eager')"}
