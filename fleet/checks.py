@@ -6,20 +6,17 @@ from django.conf import settings
 from django.core import checks
 
 from fleet import readiness
-from fleet.services.planning import POLICIES
+from fleet.services import planning
 
 
 @checks.register(checks.Tags.compatibility)
 def readiness_settings_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The same validation the plan and the lead run, asked once at start-up."""
     errors = []
-    if settings.ELEPHANT_LAUNCH_POLICY not in POLICIES:
-        errors.append(
-            checks.Error(
-                f"ELEPHANT_LAUNCH_POLICY must be one of {', '.join(POLICIES)} "
-                f"(got {settings.ELEPHANT_LAUNCH_POLICY!r})",
-                id="fleet.E001",
-            )
-        )
+    try:
+        planning.learned()
+    except ValueError as exc:
+        errors.append(checks.Error(str(exc), id="fleet.E001"))
     try:
         readiness.plan_target(settings.ELEPHANT_READY_TARGET, margin=settings.ELEPHANT_READY_MARGIN)
     except ValueError as exc:

@@ -626,7 +626,7 @@ def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
     result.unplaceable = list(plan.refused)
     changed = []
     for booking in bookings:
-        # A meeting the limits cannot place (admitted when its lead was shorter, or the quota filled since)
+        # A meeting the limits cannot place (admitted against another lead, or the quota filled since)
         # launches at its deadline, not as early as it may: earlier would hold its vCPUs longer and take the
         # bucket room of meetings that fit, so one unplaceable meeting would push the next out (a cascade
         # seen under a tight vCPU quota). The burst the plan leaves free serves it.

@@ -89,7 +89,8 @@ def test_boot_times_are_view_only_even_for_a_superuser(staff_client):
 # --- profiles -------------------------------------------------------------------------------------
 def test_the_profile_list_shows_boot_percentiles_and_the_launch_lead(staff_client):
     estimate(mu=math.log(300), sigma=0.2)
-    lead, warm = BootModel.load().lead("default", False), BootModel.load().lead("default", True)
+    model = BootModel.load()
+    lead, warm = model.lead("default", False), model.lead("default", True)
     page = staff_client.get(reverse("admin:fleet_desktopprofile_changelist")).content.decode()
     p99 = math.exp(math.log(300) + 0.2 * NormalDist().inv_cdf(0.99))
     assert cell(page, "cold_boot") == [f"300 / {p99:,.0f}"]
