@@ -184,6 +184,8 @@ class Ec2Model:
     _boots: list[tuple[datetime, str, datetime]] = field(default_factory=list)
     _forget: list[tuple[datetime, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    # (kind, MeetingID, Role, Generation) -> boots drawn for it (``_boot_draw``).
+    _boots_drawn: dict[tuple[str, ...], int] = field(default_factory=dict)
     _addresses: Any = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -291,7 +293,7 @@ class Ec2Model:
             availability_zone=zone,
             tags=tags,
             launched_at=now,
-            boot_seconds=self.boot.draw(self.rng),
+            boot_seconds=self._boot_draw(self.boot, tags, "run"),
             vcpus=self.vcpus_per_instance,
             public_address=f"198.51.{(number >> 8) & 255}.{number & 255}",
         )
@@ -304,6 +306,20 @@ class Ec2Model:
         if token:
             self.tokens[token] = (bound, instance.instance_id)
         return {"Instances": [self._describe_one(instance, now)]}
+
+    def _boot_draw(self, distribution: Any, tags: dict[str, str], kind: str) -> float:
+        """A boot's seconds, drawn for what boots rather than for the order of the calls: a host's
+        instance from the seed, its MeetingID, Role and Generation tags and how many boots of that kind
+        they had. The fleet launches the meetings of one minute in the order the database returns rows of
+        equal ``meet_time`` in, which follows where PostgreSQL placed them; drawn in call order, two runs
+        of one scenario gave the same boot times to other meetings. An untagged instance (a warm-pool
+        build: the builds are alike) draws from the model's own stream."""
+        meeting = tags.get("MeetingID")
+        if meeting is None:
+            return distribution.draw(self.rng)
+        key = (kind, meeting, tags.get("Role", ""), tags.get("Generation", ""))
+        count = self._boots_drawn[key] = self._boots_drawn.get(key, 0) + 1
+        return distribution.draw(random.Random("|".join((str(self.seed), *key, str(count)))))
 
     def stop_instances(self, InstanceIds=(), **_) -> dict:  # noqa: N803  boto3's names
         self._count("StopInstances")
@@ -350,7 +366,7 @@ class Ec2Model:
             number = next(self._addresses)
             instance.start(
                 now,
-                boot_seconds=(self.warm_boot or self.boot).draw(self.rng),
+                boot_seconds=self._boot_draw(self.warm_boot or self.boot, instance.tags, "start"),
                 public_address=f"198.{18 + ((number >> 16) & 1)}.{(number >> 8) & 255}.{number & 255}",
             )
             self._running_vcpus += instance.vcpus

@@ -43,13 +43,14 @@ def meeting_ids_to_launch(*, now: datetime) -> list[str]:
     """Meetings due for launch (``Meeting.objects.due_for_launch``), and LAUNCHING ones that stalled: no
     host of theirs moved for ``LAUNCH_STUCK_AFTER`` (a launch whose task is backing off after throttling
     touches its hosts at every try; queuing it again from every sweep as well would multiply the calls
-    into a bucket that is already empty)."""
+    into a bucket that is already empty). Earliest first, meetings of one start by id: the order is the
+    same whatever order the rows lie in (the bucket serves the first ones first)."""
     quiet = now - LAUNCH_STUCK_AFTER
     stalled = Meeting.objects.filter(status=MeetingStatus.LAUNCHING, launched_at__lte=quiet).exclude(
         Exists(Host.objects.filter(meeting=OuterRef("pk"), updated_at__gt=quiet))
     )
     due = Meeting.objects.due_for_launch(now)
-    return list((due | stalled).order_by("meet_time").values_list("pk", flat=True))
+    return list((due | stalled).order_by("meet_time", "pk").values_list("pk", flat=True))
 
 
 def hosts_watched() -> list:

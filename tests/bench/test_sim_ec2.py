@@ -249,3 +249,51 @@ def test_delete_tags_removes_keys_and_keeps_a_tag_whose_value_differs(clock):
     assert described(ec2, instance_id)["Tags"] == [{"Key": "Role", "Value": "t"}]
     pooled = ec2.describe_instances(Filters=[{"Name": "tag:ElephantPool", "Values": ["g4"]}])
     assert pooled["Reservations"] == []
+
+
+def _boot_seconds_of_hosts(clock: Clock, order: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """Launch the hosts in ``order`` (pairs of meeting id and role) and start a pool instance for one."""
+    ec2 = model(
+        clock,
+        seed=7,
+        boot=Distribution("uniform", 100, 900),
+        warm_boot=Distribution("uniform", 30, 120),
+        rng=random.Random(3),
+    )
+    seconds = {}
+    for meeting, role in order:
+        tags = [
+            {"Key": "MeetingID", "Value": meeting},
+            {"Key": "Role", "Value": role},
+            {"Key": "Generation", "Value": "1"},
+        ]
+        instance_id = launch(ec2, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        seconds[(meeting, role)] = ec2.instances[instance_id].boot_seconds
+    return seconds
+
+
+def test_a_hosts_boot_time_follows_the_host_not_the_order_of_the_launches(clock):
+    """The fleet launches the meetings of one minute in the order the database hands their rows over; a
+    boot drawn in call order gave two runs of one scenario different boot times for the same meeting."""
+    hosts = [(f"meeting{n:02d}", role) for n in range(12) for role in ("teacher", "student")]
+    forwards = _boot_seconds_of_hosts(clock, hosts)
+    backwards = _boot_seconds_of_hosts(Clock(), list(reversed(hosts)))
+    assert forwards == backwards
+    assert len(set(forwards.values())) == len(hosts)  # each host draws its own
+
+
+def test_a_warm_start_draws_for_the_meeting_it_was_tagged_for(clock):
+    times = []
+    for tagged_first in ("a", "b"):
+        ec2 = model(clock, seed=7, warm_boot=Distribution("uniform", 30, 120))
+        pool = {name: stopped_instance(ec2, clock) for name in ("a", "b")}
+        order = ["a", "b"] if tagged_first == "a" else ["b", "a"]
+        for name in order:
+            ec2.create_tags(
+                Resources=[pool[name]],
+                Tags=[{"Key": "MeetingID", "Value": f"meeting-{name}"}, {"Key": "Role", "Value": "teacher"}],
+            )
+            ec2.start_instances(InstanceIds=[pool[name]])
+        times.append({name: ec2.instances[pool[name]].boot_seconds for name in pool})
+    assert times[0] == times[1]
+    assert times[0]["a"] != times[0]["b"]

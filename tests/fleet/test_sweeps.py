@@ -140,3 +140,16 @@ def test_route53_calls_per_sweep_do_not_grow_with_the_hosts(settings, local_aws)
     finally:
         client.meta.events.unregister("before-call.route-53", handler)
     assert per_sweep[3] == per_sweep[240] == [["ChangeResourceRecordSets"], ["GetChange"]]
+
+
+def test_the_launch_sweep_hands_over_earliest_first_and_meetings_of_one_start_by_id():
+    """The order the launches take the RunInstances bucket in does not follow where PostgreSQL put the rows."""
+    now = timezone.now()
+    start = now + timedelta(minutes=3)
+    ids = ["mzzzzzzzzzzzzzzz", "maaaaaaaaaaaaaaa", "mmmmmmmmmmmmmmmm"]
+    for meeting_id in ids:  # inserted out of id order: the rows lie in this order
+        Meeting.objects.create(id=meeting_id, teacher_name="T", student_name="S", meet_time=start)
+    Meeting.objects.create(
+        id="mearlierearlier0", teacher_name="T", student_name="S", meet_time=start - timedelta(minutes=1)
+    )
+    assert services.fleet_launch_sweep(now=now) == ["mearlierearlier0", *sorted(ids)]
