@@ -311,8 +311,8 @@ class Ec2Model:
         """A boot's seconds, drawn for what boots rather than for the order of the calls: a host's
         instance from the seed, its MeetingID, Role and Generation tags and how many boots of that kind
         they had. The fleet launches the meetings of one minute in the order the database returns rows of
-        equal ``meet_time`` in, which follows where PostgreSQL placed them; drawn in call order, two runs
-        of one scenario gave the same boot times to other meetings. An untagged instance (a warm-pool
+        equal ``meet_time`` in, which follows where PostgreSQL placed them; drawn in call order, a meeting's
+        boot went to another meeting in another run of the same scenario. An untagged instance (a warm-pool
         build: the builds are alike) draws from the model's own stream."""
         meeting = tags.get("MeetingID")
         if meeting is None:

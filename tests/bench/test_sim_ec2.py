@@ -252,7 +252,7 @@ def test_delete_tags_removes_keys_and_keeps_a_tag_whose_value_differs(clock):
 
 
 def _boot_seconds_of_hosts(clock: Clock, order: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Launch the hosts in ``order`` (pairs of meeting id and role) and start a pool instance for one."""
+    """Launch the hosts in ``order`` (pairs of meeting id and role): host -> its boot seconds."""
     ec2 = model(
         clock,
         seed=7,
