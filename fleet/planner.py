@@ -108,7 +108,7 @@ class Plan:
 
 
 def slot_of(moment: datetime) -> int:
-    return math.floor((moment - EPOCH) / SLOT)
+    return (moment - EPOCH) // SLOT  # floor division of whole microseconds: an int, no float rounding
 
 
 def slot_start(slot: int) -> datetime:

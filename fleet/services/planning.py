@@ -189,13 +189,14 @@ def _history_sql() -> str:
             FROM boots
         )
         SELECT ami_id, instance_type, availability_zone, warm, COUNT(*), COUNT(*) FILTER (WHERE censored),
-               COALESCE(SUM(w) FILTER (WHERE NOT censored AND w > 1e-9), 0),
-               COALESCE(SUM(w * y) FILTER (WHERE NOT censored AND w > 1e-9), 0),
-               COALESCE(SUM(w * y * y) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               COALESCE(SUM(w ORDER BY launched_at, seconds) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               COALESCE(SUM(w * y ORDER BY launched_at, seconds) FILTER (WHERE NOT censored AND w > 1e-9), 0),
+               COALESCE(SUM(w * y * y ORDER BY launched_at, seconds) FILTER (WHERE NOT censored AND w > 1e-9), 0),
                PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
                PERCENTILE_DISC(0.95) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
                PERCENTILE_DISC(%(tail)s) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE NOT censored),
-               ARRAY_AGG(y) FILTER (WHERE censored AND w > 1e-9), ARRAY_AGG(w) FILTER (WHERE censored AND w > 1e-9)
+               ARRAY_AGG(y ORDER BY launched_at, seconds) FILTER (WHERE censored AND w > 1e-9),
+               ARRAY_AGG(w ORDER BY launched_at, seconds) FILTER (WHERE censored AND w > 1e-9)
         FROM weighted GROUP BY 1, 2, 3, 4
     """
 
@@ -222,7 +223,10 @@ def _history_summed(*, since: datetime, now: datetime) -> dict[tuple, KeyHistory
 def _in_flight(*, since: datetime, now: datetime):
     """Boots still going on (hosts not yet healthy, pool builds not yet attested): each took at least
     as long as it has run so far, which the fit counts as censored, so a slow hour moves the lead
-    while its boots are still coming up rather than once they are over (one query each)."""
+    while its boots are still coming up rather than once they are over (one query each). In launch
+    order, as ``_history_sql`` adds its sums up: floating-point addition depends on the order, and
+    rows come back in whatever order the table holds them, so two runs of one history would differ
+    in the last digits of a fit (and once in a while in a lead rounded up to the second)."""
     hosts = (
         Host.objects.filter(
             state__in=BOOTING_HOST_STATES, boot_seconds__isnull=True, healthy_at__isnull=True, launched_at__gte=since
@@ -230,12 +234,14 @@ def _in_flight(*, since: datetime, now: datetime):
         .exclude(instance_id="")
         .exclude(ami_id="")
         .values_list("ami_id", "instance_type", "availability_zone", "warm_start", "launched_at")
+        .order_by("launched_at", "pk")
     )
     builds = (
         PoolInstance.objects.filter(state=PoolState.BUILDING, attested_at__isnull=True, launched_at__gte=since)
         .exclude(instance_id="")
         .exclude(ami_id="")
         .values_list("ami_id", "instance_type", "availability_zone", "launched_at")
+        .order_by("launched_at", "pk")
     )
     rows = itertools.chain(hosts, ((ami, kind, zone, False, at) for ami, kind, zone, at in builds))
     for ami, instance_type, zone, warm, launched in rows:
@@ -505,21 +511,35 @@ class Booking:
     launch_at: datetime | None = None  # as planned before (None for one being booked)
 
 
-def _demand(booking: Booking, *, model: BootModel, now: datetime) -> planner.Demand:
-    profile = model.profile(booking.desktop_profile)
-    deadline = booking.meet_time - model.lead(booking.desktop_profile, booking.warm)
-    earliest = max(now, booking.meet_time - timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD))
-    return planner.Demand(
-        key=booking.key,
-        # Booked at short notice: launch at once (the desktops are late, but as early as they can be).
-        deadline=max(deadline, earliest),
-        earliest=earliest,
-        end=windows.hard_stop_at(booking.meet_time, booking.duration_minutes),
-        instances=HOSTS_PER_MEETING,
-        vcpus_per_instance=profile.vcpus,
-        family=profile.family,
-        bucket=planner.START if booking.warm else planner.RUN,
-    )
+def _demands(bookings: Iterable[Booking], *, model: BootModel, now: datetime) -> list[planner.Demand]:
+    """What each booking asks of the plan. A plan holds every scheduled meeting of the horizon and is
+    made each minute, so what is the same for all meetings of a profile (its lead, vCPUs and quota
+    family) and the settings are worked out once per call, not once per meeting."""
+    reach = timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD)
+    per_profile: dict[tuple[str, bool], tuple[timedelta, int, str]] = {}
+    demands = []
+    for booking in bookings:
+        key = (booking.desktop_profile, booking.warm)
+        if key not in per_profile:
+            profile = model.profile(booking.desktop_profile)
+            per_profile[key] = (model.lead(*key), profile.vcpus, profile.family)
+        lead, vcpus, family = per_profile[key]
+        deadline = booking.meet_time - lead
+        earliest = max(now, booking.meet_time - reach)
+        demands.append(
+            planner.Demand(
+                key=booking.key,
+                # Booked at short notice: launch at once (the desktops are late, but as early as they can be).
+                deadline=max(deadline, earliest),
+                earliest=earliest,
+                end=windows.hard_stop_at(booking.meet_time, booking.duration_minutes),
+                instances=HOSTS_PER_MEETING,
+                vcpus_per_instance=vcpus,
+                family=family,
+                bucket=planner.START if booking.warm else planner.RUN,
+            )
+        )
+    return demands
 
 
 @dataclass
@@ -546,7 +566,7 @@ class _Context:
 
 
 def _plan(bookings: list[Booking], *, context: _Context) -> planner.Plan:
-    demands = [_demand(booking, model=context.model, now=context.now) for booking in bookings]
+    demands = _demands(bookings, model=context.model, now=context.now)
     return planner.plan_launches(demands, context.limits, occupied=context.occupied)
 
 
@@ -630,7 +650,7 @@ def fleet_plan_sweep(*, now: datetime | None = None) -> PlanResult:
         # launches at its deadline, not as early as it may: earlier would hold its vCPUs longer and take the
         # bucket room of meetings that fit, so one unplaceable meeting would push the next out (a cascade
         # seen under a tight vCPU quota). The burst the plan leaves free serves it.
-        launch_at = plan.launch_at.get(booking.key) or _demand(booking, model=model, now=now).deadline
+        launch_at = plan.launch_at.get(booking.key) or _demands([booking], model=model, now=now)[0].deadline
         if (booking.launch_at, was_warm[booking.key]) != (launch_at, booking.warm):
             changed.append(Meeting(pk=booking.key, launch_at=launch_at, launch_warm=booking.warm))
     if changed:

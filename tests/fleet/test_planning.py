@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import F
 from django.test import Client
 
 from fleet import planner, profiles, readiness, services
@@ -194,6 +196,45 @@ def test_the_history_summed_in_postgresql_equals_the_history_read_row_by_row(fro
         assert history.stats.known_y2 == pytest.approx(other.stats.known_y2)
         flat = [value for pair in sorted(history.stats.censored) for value in pair]
         assert flat == pytest.approx([value for pair in sorted(other.stats.censored) for value in pair])
+
+
+def test_the_summed_history_does_not_depend_on_the_order_the_table_holds_its_rows(frozen, settings):
+    """Floating-point sums depend on the order of their terms, and PostgreSQL reads a table in the order
+    its rows lie, which updates and vacuuming change: the fit adds the boots up in launch order, so the
+    same history gives the same fit to the last digit (the fleet simulator repeats on it)."""
+    for n in range(150):
+        meeting = make_meeting(meet_time=NOW - timedelta(days=n % 40, minutes=n))
+        _booted(meeting, "teacher", 200 + 37.3 * (n % 17) + n / 7, censored=n % 9 == 0)
+        _booted(meeting, "student", 260 + 23.9 * (n % 13) + n / 3)
+        Host.objects.filter(meeting=meeting).update(launched_at=NOW - timedelta(days=n % 40, hours=1, seconds=n))
+    since = NOW - timedelta(days=60)
+
+    def fit():
+        ((key, history),) = planning._history(since=since, now=NOW, summed=True).items()
+        stats = history.stats
+        return stats.known_weight, stats.known_y, stats.known_y2, stats.censored
+
+    def physical_order():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM fleet_host")
+            return [row[0] for row in cursor.fetchall()]
+
+    def sum_as_read():  # what a sum in the table's order gives: w * ln(seconds) of the finished boots
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT SUM(POWER(0.5::float8, EXTRACT(EPOCH FROM %s - launched_at)::float8 / 86400.0 / %s)"
+                " * LN(boot_seconds)) FROM fleet_host WHERE NOT boot_censored",
+                [NOW, settings.ELEPHANT_BOOT_HALF_LIFE_DAYS],
+            )
+            return cursor.fetchone()[0]
+
+    before, order, read_before = fit(), physical_order(), sum_as_read()
+    # Each row rewritten, last first: the new row versions lie in the reverse order.
+    for pk in reversed(order):
+        Host.objects.filter(pk=pk).update(boot_seconds=F("boot_seconds"))
+    assert physical_order() == order[::-1]
+    assert sum_as_read() != read_before  # the data can tell: added in the table's order, the sum moves
+    assert fit() == before  # exactly: not approximately
 
 
 def test_a_host_given_up_before_healthy_records_a_censored_boot(frozen):
