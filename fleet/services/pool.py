@@ -225,8 +225,7 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     retire = [r for r in rows if r.state == PoolState.RETIRING]
     max_age = timedelta(hours=settings.ELEPHANT_WARM_POOL_MAX_AGE_HOURS)
     counts: Counter = Counter()
-    for row in sorted(held, key=lambda r: (r.state != PoolState.READY, r.launched_at), reverse=True):
-        # Newest first: the oldest READY ones are the ones beyond the size.
+    for row in _newest_first(held):  # the oldest READY ones are the ones beyond the size
         spec_ami, spec_types = images[row.profile_id]
         stale = row.ami_id != spec_ami or (row.instance_type and row.instance_type not in spec_types)
         too_old = now - row.launched_at > max_age
@@ -240,6 +239,13 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     if enabled:
         _build(wanted=wanted, have=counts, now=now, result=result)
     return result
+
+
+def _newest_first(rows: list) -> list:
+    """Held instances, those still on their way to READY first, then the newest. Builds of one sweep share
+    a launch time: the id orders them, not the order the query returned them in (where the table holds
+    the rows, which updates move), so one pool retires the same instance in every run."""
+    return sorted(rows, key=lambda r: (r.state != PoolState.READY, r.launched_at, r.pk), reverse=True)
 
 
 _SWEEP_FIELDS = (

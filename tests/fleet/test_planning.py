@@ -2,6 +2,7 @@
 under a tight RunInstances bucket, admission refusal (service and API), warm-pool assignment and the
 fallback from a failed warm start."""
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -586,6 +587,35 @@ def test_the_pool_sweep_builds_to_the_schedule_and_stops_what_attested(settings,
     settings.ELEPHANT_WARM_POOL = False
     services.fleet_pool_sweep(now=NOW + timedelta(minutes=2))
     assert not PoolInstance.objects.held().exists()  # off: drained
+
+
+def test_the_pool_sweep_retires_the_first_built_of_instances_built_together(settings, ec2, frozen):
+    """Three READY instances built in one sweep (one launch time) for a pool sized to two: the sweep
+    keeps the newest and retires the first built (the lowest id)."""
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_WARM_POOL_SPARE = 0
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
+    book(NOW + timedelta(hours=2))
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    ids = [_pool_instance(ec2, settings).pk for _ in range(3)]
+    PoolInstance.objects.filter(pk__in=ids).update(launched_at=NOW - timedelta(hours=1))
+    assert services.fleet_pool_sweep(now=NOW).retired == 1
+    assert set(PoolInstance.objects.held().values_list("pk", flat=True)) == set(ids[1:])
+
+
+def test_which_pool_instance_is_retired_does_not_follow_the_order_the_rows_came_in():
+    """The rows come in the order the table holds them, which updates and vacuuming move: the order the
+    sweep keeps and retires in is the same for every order they come in."""
+    from types import SimpleNamespace
+
+    from fleet.services.pool import _newest_first
+
+    built = NOW - timedelta(hours=1)
+    rows = [SimpleNamespace(pk=pk, state=PoolState.READY, launched_at=built) for pk in (7, 3, 5)]
+    rows.append(SimpleNamespace(pk=1, state=PoolState.READY, launched_at=built + timedelta(minutes=1)))
+    rows.append(SimpleNamespace(pk=2, state=PoolState.BUILDING, launched_at=built - timedelta(hours=1)))
+    orders = {tuple(r.pk for r in _newest_first(list(p))) for p in itertools.permutations(rows)}
+    assert orders == {(2, 1, 7, 5, 3)}
 
 
 def test_the_pool_keeps_a_spare_for_the_late_bookings_of_this_time_of_day(settings, frozen):
