@@ -101,6 +101,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env_int("ELEPHANT_DB_POOL_SIZE", 10),
         "timeout": env_float("ELEPHANT_DB_POOL_TIMEOUT_SECONDS", 10.0),
     }
+    if env_bool("ELEPHANT_DB_PREPARED", False):
+        # Parameters bound on the server, and a statement run this often on one connection prepared
+        # there (psycopg's prepare_threshold): no quoting in Python, no parse and plan per run. Off by
+        # default: a transaction-mode pooler in front of PostgreSQL (PgBouncer, RDS Proxy) breaks
+        # prepared statements. The fleet simulator turns it on (docs/benchmarks.md, "Speed").
+        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int("ELEPHANT_DB_PREPARE_THRESHOLD", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache --------------------------------------------

@@ -63,3 +63,41 @@ def test_database_url_selects_postgresql_and_default_is_sqlite():
     )
     assert run({}).stdout.strip() == "django.db.backends.sqlite3"
     assert run({"DATABASE_URL": PRODUCTION["DATABASE_URL"]}).stdout.strip() == "django.db.backends.postgresql"
+
+
+def test_prepared_statements_are_off_by_default_and_a_setting_turns_them_on(require_postgres):
+    """ELEPHANT_DB_PREPARED binds parameters on the server and prepares a statement a connection runs
+    often (docs/operations.md): PostgreSQL itself lists the prepared statement, and without the setting
+    it lists none (a transaction-mode pooler in front would break them)."""
+    from urllib.parse import urlsplit
+
+    from django.db import connection
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    url = parts._replace(path=f"/{connection.settings_dict['NAME']}").geturl()
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'elephant.settings'); django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    for _ in range(6):\n"
+        "        cursor.execute('SELECT count(*) FROM pg_class WHERE relname = %s', ['pg_class'])\n"
+        "    cursor.execute('SELECT count(*) FROM pg_prepared_statements')\n"
+        "    print(cursor.fetchone()[0])\n"
+    )
+
+    def prepared(env: dict) -> int:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ELEPHANT_DB_")}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=BASE_DIR,
+            env=clean | {"DATABASE_URL": url} | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.strip())
+
+    assert prepared({}) == 0
+    assert prepared({"ELEPHANT_DB_PREPARED": "true"}) >= 1
+    assert prepared({"ELEPHANT_DB_PREPARED": "true", "ELEPHANT_DB_PREPARE_THRESHOLD": "10"}) == 0
