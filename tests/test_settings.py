@@ -46,6 +46,13 @@ def test_bad_values_are_named():
     assert "ELEPHANT_LAUNCH_LEAD must be a whole number" in result.stderr
 
 
+def test_a_negative_prepare_threshold_is_named():
+    env = {"DATABASE_URL": PRODUCTION["DATABASE_URL"], "ELEPHANT_DB_PREPARED": "true"}
+    result = manage("check", env=env | {"ELEPHANT_DB_PREPARE_THRESHOLD": "-1"})
+    assert result.returncode != 0
+    assert "ELEPHANT_DB_PREPARE_THRESHOLD must be 0 or more, not -1" in result.stderr
+
+
 def test_database_url_selects_postgresql_and_default_is_sqlite():
     code = "from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
     run = lambda env: subprocess.run(  # noqa: E731
