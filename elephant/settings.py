@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
 from elephant.email_url import email_settings
 from elephant.env import env_bool, env_float, env_int, env_list, env_required, env_str
@@ -107,11 +106,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # there (psycopg's prepare_threshold): no quoting in Python, no parse and plan per run. Off by
         # default: a transaction-mode pooler in front of PostgreSQL (PgBouncer, RDS Proxy) breaks
         # prepared statements. The fleet simulator turns it on (docs/benchmarks.md, "Speed").
-        threshold = env_int("ELEPHANT_DB_PREPARE_THRESHOLD", 5)
-        if threshold < 0:
-            raise ImproperlyConfigured(f"ELEPHANT_DB_PREPARE_THRESHOLD must be 0 or more, not {threshold}")
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
-        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = threshold
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int("ELEPHANT_DB_PREPARE_THRESHOLD", 5, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache --------------------------------------------
