@@ -21,10 +21,13 @@ were never both ready counts as waiting its whole lesson (until the meeting ende
 ``meet_time`` to the end) divided by the ideal.
 
 Policies are production settings, not simulator code: ``fixed`` is the launch at
-``meet_time - ELEPHANT_LAUNCH_LEAD``. The database is a private PostgreSQL database
-(``--database``, default ``postgres://postgres@127.0.0.1:5432/elephant_bench_sim``), recreated per policy;
-with ``--jobs`` above 1 (the default: one per policy) each policy runs in a process of its own on
-its own database, the name suffixed with the policy (``elephant_bench_sim_learned_pool``).
+``meet_time - ELEPHANT_LAUNCH_LEAD``. The database (``--database``) is recreated per policy: by
+default a private SQLite file in memory-backed storage (``/dev/shm`` where there is one; the run
+is single-threaded, so it needs no server), or a PostgreSQL database as production uses
+(``--database postgres://postgres@127.0.0.1:5432/elephant_bench_sim``); the same services run
+on either, with the same results. With ``--jobs`` above 1 (the default: one per policy) each
+policy runs in a process of its own on its own database, the name suffixed with the policy
+(``elephant_bench_sim_learned_pool``).
 """
 
 import argparse
@@ -50,7 +53,17 @@ for path in (BASE_DIR, BASE_DIR / "bench"):
 
 from sim_scenario import EPOCH, Scenario, ScenarioError, percentile, sessions  # noqa: E402
 
-DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/elephant_bench_sim"
+
+def default_database() -> str:
+    """A SQLite file of this run's own (the process id in its name) in memory-backed storage
+    (``/dev/shm``) where the machine has it, else in the temporary directory; removed after the run."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    folder = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return f"sqlite:///{folder / f'elephant_bench_sim_{os.getpid()}.sqlite3'}"
+
+
 # Settings each policy runs with (every one a production setting, documented in docs/).
 POLICIES: dict[str, dict] = {
     "fixed": {"ELEPHANT_LAUNCH_POLICY": "fixed", "ELEPHANT_LAUNCH_LEAD": 5, "ELEPHANT_WARM_POOL": False},
@@ -89,13 +102,22 @@ def django_setup(database_url: str) -> None:
 
 
 def database_recreate(database_url: str) -> None:
-    import psycopg
     from django.core.management import call_command
     from django.db import connection as django_connection
     from django.db import connections
 
     connections.close_all()
     parts = urlsplit(database_url)
+    if parts.scheme == "sqlite":
+        sqlite_remove(database_url)
+        call_command("migrate", verbosity=0, interactive=False)
+        with django_connection.cursor() as cursor:
+            # A scratch database, as the PostgreSQL one below: a commit need not reach the disk.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = OFF")
+        return
+    import psycopg
+
     name = parts.path.lstrip("/")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as connection:
@@ -423,9 +445,15 @@ class Simulation:
         tables the sweeps read would carry hours of dead rows and stale statistics (bitmap scans over
         thousands of dead index entries, nested loops planned for five rows), which production never sees.
         Autovacuum's own rule decides which tables (its default thresholds: dead rows above 50 + 20% of
-        the live ones; changes since the last analyse above 50 + 10%)."""
+        the live ones; changes since the last analyse above 50 + 10%). SQLite keeps no dead rows to
+        vacuum: ``PRAGMA optimize`` analyses the tables whose statistics its own rule finds stale (as
+        SQLite's documentation advises a long-lived connection to run it from time to time)."""
         from django.db import connection
 
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA optimize")
+            return
         with connection.cursor() as cursor:
             # A backend reports its table counts at most once a second of wall time: flush them now, so
             # the rule sees the same counts whatever the machine's speed (the next statement sees them).
@@ -557,9 +585,14 @@ COLUMNS = [
 ]
 
 
-def run_policy(scenario: Scenario, policy: str, database_url: str, *, breakdown: bool = False) -> dict:
-    """One policy on its own fresh database (this process's Django is set up for it)."""
+def run_policy(
+    scenario: Scenario, policy: str, database_url: str, *, breakdown: bool = False, scratch: bool = False
+) -> dict:
+    """One policy on its own fresh database (this process's Django is set up for it); ``scratch``: the
+    run's own default SQLite database, removed when the policy is done."""
     from contextlib import ExitStack
+
+    from django.db import connections
 
     database_recreate(database_url)
     # Retries back off with jitter (Celery's and elephant.backoff's, from the random module): drawn from
@@ -571,6 +604,9 @@ def run_policy(scenario: Scenario, policy: str, database_url: str, *, breakdown:
         simulation.install(stack)
         result = simulation.run()
     result["_seconds"] = round(time.perf_counter() - started, 1)
+    if scratch:
+        connections.close_all()
+        sqlite_remove(database_url)
     return result
 
 
@@ -578,7 +614,25 @@ def policy_database(database_url: str, policy: str) -> str:
     """The policy's own database beside ``database_url`` (policies run in parallel processes)."""
     parts = urlsplit(database_url)
     suffix = "".join(c if c.isalnum() else "_" for c in policy)
+    if parts.scheme == "sqlite":  # the file's name: elephant_bench_sim_learned_pool.sqlite3
+        path = sqlite_path(database_url)
+        return f"sqlite:///{path.with_name(f'{path.stem}_{suffix}{path.suffix}')}"
     return parts._replace(path=f"{parts.path.rstrip('/')}_{suffix}").geturl()
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file of a sqlite:/// URL, read as the settings read it: sqlite:///name.sqlite3 is relative,
+    sqlite:////dev/shm/name.sqlite3 absolute."""
+    return Path(urlsplit(database_url).path[1:])
+
+
+def sqlite_remove(database_url: str) -> None:
+    """Remove a SQLite database's file and its journals (nothing for another kind of database)."""
+    if urlsplit(database_url).scheme != "sqlite":
+        return
+    path = sqlite_path(database_url)
+    for name in (path.name, *(path.name + suffix for suffix in ("-wal", "-shm", "-journal"))):
+        path.with_name(name).unlink(missing_ok=True)
 
 
 def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
@@ -599,6 +653,7 @@ def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
                 "--database",
                 policy_database(args.database, policy),
                 "--worker",
+                *(["--scratch"] if args.scratch else []),
             ]
             command += ["--days", str(args.days)] if args.days else []
             command += ["--breakdown"] if args.breakdown else []
@@ -654,7 +709,14 @@ def main(argv=None) -> int:
     parser.add_argument("--scenario", required=True, help="scenario JSON file (bench/scenarios/*.json)")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of: {', '.join(POLICIES)}")
     parser.add_argument("--days", type=int, help="simulate only the first N days of the scenario (a quicker look)")
-    parser.add_argument("--database", default=os.environ.get("SIM_DATABASE_URL", DEFAULT_DATABASE))
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("SIM_DATABASE_URL"),
+        help="where each policy's database is made (dropped and made again, suffixed with the policy when "
+        "policies run in parallel, and left for a look afterwards): postgres://USER@HOST:PORT/NAME, or "
+        "sqlite:///PATH; by default (and SIM_DATABASE_URL unset) a SQLite file of the run's own in /dev/shm, "
+        "removed when done",
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -669,7 +731,12 @@ def main(argv=None) -> int:
         "(where the run's time goes; counting adds a little)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", action="store_true", help=argparse.SUPPRESS)  # the database is the run's own
     args = parser.parse_args(argv)
+    if not args.database:  # the run's own SQLite file, removed when each policy is done
+        args.database, args.scratch = default_database(), True
+    if urlsplit(args.database).scheme not in ("sqlite", "postgres", "postgresql"):
+        parser.error(f"--database takes sqlite:///PATH or postgres://..., not {args.database!r}")
     # Each policy once, in the order given (a policy named twice would run twice on one database).
     policies = list(dict.fromkeys(p.strip() for p in args.policies.split(",") if p.strip()))
     if not policies:
@@ -692,7 +759,8 @@ def main(argv=None) -> int:
     try:  # a scenario Elephant refuses (ScenarioError) ends the run with why, as a bad argument does
         if args.worker:  # a child of run_parallel: one policy, the full result as the last line
             django_setup(args.database)
-            print(json.dumps(run_policy(scenario, policies[0], args.database, breakdown=args.breakdown)))
+            result = run_policy(scenario, policies[0], args.database, breakdown=args.breakdown, scratch=args.scratch)
+            print(json.dumps(result))
             return 0
         if args.jobs > 1 and len(policies) > 1:
             results = run_parallel(args, policies, args.jobs)
@@ -700,7 +768,9 @@ def main(argv=None) -> int:
             django_setup(args.database)
             results = []
             for policy in policies:
-                results.append(run_policy(scenario, policy, args.database, breakdown=args.breakdown))
+                results.append(
+                    run_policy(scenario, policy, args.database, breakdown=args.breakdown, scratch=args.scratch)
+                )
                 _report(results[-1])
     except ScenarioError as exc:
         parser.error(str(exc))

@@ -1,10 +1,12 @@
 """The fleet simulator's command, as a user runs it: three policies side by side (parallel processes,
-each on its own PostgreSQL database), a table, then one JSON line per policy with the issue's fields."""
+each on its own database: a SQLite file of the run's own by default, or PostgreSQL), a table, then one
+JSON line per policy with the issue's fields."""
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,17 +62,17 @@ def database_url():
 
 
 def simulate(tmp_path, database_url, *args, scenario=SCENARIO):
+    """Run the simulator; ``database_url`` None: on its default database."""
     path = tmp_path / "scenario.json"
     path.write_text(json.dumps(scenario) if isinstance(scenario, dict) else scenario)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ELEPHANT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ELEPHANT_", "SIM_"))}
     return subprocess.run(
         [
             sys.executable,
             str(ROOT / "bench" / "fleet_sim.py"),
             "--scenario",
             str(path),
-            "--database",
-            database_url,
+            *(["--database", database_url] if database_url else []),
             *args,
         ],
         capture_output=True,
@@ -136,3 +138,26 @@ def test_a_lesson_whose_desktops_never_came_waited_all_of_it(tmp_path, database_
     assert result["wait_p50_s"] >= lesson and result["wait_max_s"] >= lesson
     assert result["leaked_instances"] == 0 and result["usd"] == 0.0
     assert "LAUNCH_FAILED" in run.stderr
+
+
+def test_sqlite_by_default_with_the_figures_postgresql_gives(tmp_path, database_url):
+    """With no --database, each policy runs on a SQLite file of the run's own (no server; removed when
+    done), and every figure is the one the same run gives on PostgreSQL, as production runs."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    before = set(shm.glob("elephant_bench_sim_*"))
+    on_sqlite = simulate(tmp_path, None, "--jobs", "3")
+    assert on_sqlite.returncode == 0, on_sqlite.stderr[-3000:]
+    on_postgresql = simulate(tmp_path, database_url, "--jobs", "3")
+    assert on_postgresql.returncode == 0, on_postgresql.stderr[-3000:]
+    results = [json.loads(line) for line in on_sqlite.stdout.strip().splitlines()[-3:]]
+    assert [r["policy"] for r in results] == ["fixed", "learned", "learned+pool"]
+    assert results == [json.loads(line) for line in on_postgresql.stdout.strip().splitlines()[-3:]]
+    assert set(shm.glob("elephant_bench_sim_*")) <= before  # nothing of the run's left in memory
+    # A database named on the command line is kept for a look afterwards; an unknown kind is refused.
+    kept = tmp_path / "sim.sqlite3"
+    run = simulate(tmp_path, f"sqlite:///{kept}", "--policies", "learned", "--jobs", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == results[1]
+    assert kept.exists()
+    wrong = simulate(tmp_path, "mysql://root@localhost/sim")
+    assert wrong.returncode == 2 and "--database takes sqlite:///PATH or postgres://" in wrong.stderr
