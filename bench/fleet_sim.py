@@ -74,7 +74,7 @@ POLICIES: dict[str, dict] = {
 SUBNETS = {"subnet-0sim0000000000a": "us-west-2a", "subnet-0sim0000000000b": "us-west-2b"}
 # Busy means: a meeting starts within this, or one is not finished yet. Idle time is skipped.
 HORIZON = timedelta(hours=3)
-# How often (simulated time) autovacuum's rule is applied (its naptime: one minute).
+# How often (simulated time) autovacuum's rule (its naptime: one minute), or PRAGMA optimize on SQLite, is applied.
 VACUUM_EVERY = timedelta(minutes=1)
 
 
@@ -91,7 +91,7 @@ def django_setup(database_url: str) -> None:
         ELEPHANT_DEV_TOOLS="false",
         DATABASE_URL=database_url,
         # Parameters bound on the server and the statements the sweeps repeat prepared (a production
-        # setting, off by default: docs/operations.md); 13% off a simulated day, the same results.
+        # setting, off by default: docs/operations.md); on PostgreSQL, 13% off a simulated day, the same results.
         ELEPHANT_DB_PREPARED="true",
         AWS_ACCESS_KEY_ID="sim",
         AWS_SECRET_ACCESS_KEY="sim",
@@ -594,20 +594,22 @@ def run_policy(
 
     from django.db import connections
 
-    database_recreate(database_url)
-    # Retries back off with jitter (Celery's and elephant.backoff's, from the random module): drawn from
-    # the scenario's seed, so a run repeats.
-    random.seed(scenario.seed + 3)
-    started = time.perf_counter()
-    simulation = Simulation(scenario, policy, breakdown=breakdown)
-    with ExitStack() as stack:
-        simulation.install(stack)
-        result = simulation.run()
-    result["_seconds"] = round(time.perf_counter() - started, 1)
-    if scratch:
-        connections.close_all()
-        sqlite_remove(database_url)
-    return result
+    try:
+        database_recreate(database_url)
+        # Retries back off with jitter (Celery's and elephant.backoff's, from the random module): drawn from
+        # the scenario's seed, so a run repeats.
+        random.seed(scenario.seed + 3)
+        started = time.perf_counter()
+        simulation = Simulation(scenario, policy, breakdown=breakdown)
+        with ExitStack() as stack:
+            simulation.install(stack)
+            result = simulation.run()
+        result["_seconds"] = round(time.perf_counter() - started, 1)
+        return result
+    finally:  # also when the run fails or is interrupted: the scratch file is memory
+        if scratch:
+            connections.close_all()
+            sqlite_remove(database_url)
 
 
 def policy_database(database_url: str, policy: str) -> str:
@@ -640,38 +642,44 @@ def run_parallel(args, policies: list[str], jobs: int) -> list[dict]:
     import subprocess
 
     pending, running, results = list(policies), {}, {}
-    while pending or running:
-        while pending and len(running) < jobs:
-            policy = pending.pop(0)
-            command = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--scenario",
-                args.scenario,
-                "--policies",
-                policy,
-                "--database",
-                policy_database(args.database, policy),
-                "--worker",
-                *(["--scratch"] if args.scratch else []),
-            ]
-            command += ["--days", str(args.days)] if args.days else []
-            command += ["--breakdown"] if args.breakdown else []
-            running[policy] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        for policy, process in list(running.items()):
-            if process.poll() is None:
-                continue
-            output = process.stdout.read()
-            del running[policy]
-            if process.returncode == 2:  # the child said why on stderr (a scenario Elephant refuses)
-                for other in running.values():
-                    other.kill()
-                raise SystemExit(2)
-            if process.returncode != 0:
-                raise SystemExit(f"policy {policy}: the simulation failed (exit {process.returncode})")
-            results[policy] = json.loads(output.strip().splitlines()[-1])
-            _report(results[policy])
-        time.sleep(0.2)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                policy = pending.pop(0)
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--scenario",
+                    args.scenario,
+                    "--policies",
+                    policy,
+                    "--database",
+                    policy_database(args.database, policy),
+                    "--worker",
+                    *(["--scratch"] if args.scratch else []),
+                ]
+                command += ["--days", str(args.days)] if args.days else []
+                command += ["--breakdown"] if args.breakdown else []
+                running[policy] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            for policy, process in list(running.items()):
+                if process.poll() is None:
+                    continue
+                output = process.stdout.read()
+                del running[policy]
+                if process.returncode == 2:  # the child said why on stderr (a scenario Elephant refuses)
+                    raise SystemExit(2)  # the others are stopped below
+                if process.returncode != 0:
+                    raise SystemExit(f"policy {policy}: the simulation failed (exit {process.returncode})")
+                results[policy] = json.loads(output.strip().splitlines()[-1])
+                _report(results[policy])
+            time.sleep(0.2)
+    finally:  # a child stopped early (another's refusal, an interrupt) leaves no database in memory behind
+        for process in running.values():
+            process.kill()
+            process.wait()
+        if args.scratch:
+            for policy in policies:
+                sqlite_remove(policy_database(args.database, policy))
     return [results[policy] for policy in policies]
 
 

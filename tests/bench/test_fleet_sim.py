@@ -152,7 +152,10 @@ def test_sqlite_by_default_with_the_figures_postgresql_gives(tmp_path, database_
     results = [json.loads(line) for line in on_sqlite.stdout.strip().splitlines()[-3:]]
     assert [r["policy"] for r in results] == ["fixed", "learned", "learned+pool"]
     assert results == [json.loads(line) for line in on_postgresql.stdout.strip().splitlines()[-3:]]
-    assert set(shm.glob("elephant_bench_sim_*")) <= before  # nothing of the run's left in memory
+    # A run stopped early (a scenario Elephant refuses, the other policies killed) removes its files too.
+    refused = simulate(tmp_path, None, "--jobs", "3", scenario={**SCENARIO, "duration_minutes": 600})
+    assert refused.returncode == 2 and "Duration must be between 1 and 480 minutes" in refused.stderr
+    assert set(shm.glob("elephant_bench_sim_*")) <= before  # nothing of the runs' left in memory
     # A database named on the command line is kept for a look afterwards; an unknown kind is refused.
     kept = tmp_path / "sim.sqlite3"
     run = simulate(tmp_path, f"sqlite:///{kept}", "--policies", "learned", "--jobs", "1")
