@@ -623,9 +623,11 @@ def policy_database(database_url: str, policy: str) -> str:
 
 
 def sqlite_path(database_url: str) -> Path:
-    """The file of a sqlite:/// URL, read as the settings read it: sqlite:///name.sqlite3 is relative,
-    sqlite:////dev/shm/name.sqlite3 absolute."""
-    return Path(urlsplit(database_url).path[1:])
+    """The file of a sqlite:/// URL, read by the settings' own parser (sqlite:///name.sqlite3 is relative,
+    sqlite:////dev/shm/name.sqlite3 absolute)."""
+    import dj_database_url
+
+    return Path(dj_database_url.parse(database_url)["NAME"])
 
 
 def sqlite_remove(database_url: str) -> None:
