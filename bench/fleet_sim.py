@@ -74,7 +74,7 @@ POLICIES: dict[str, dict] = {
 SUBNETS = {"subnet-0sim0000000000a": "us-west-2a", "subnet-0sim0000000000b": "us-west-2b"}
 # Busy means: a meeting starts within this, or one is not finished yet. Idle time is skipped.
 HORIZON = timedelta(hours=3)
-# How often (simulated time) autovacuum's rule (its naptime: one minute), or PRAGMA optimize on SQLite, is applied.
+# How often (simulated time) autovacuum's rule (its naptime: one minute) is applied (PostgreSQL only: ``vacuum``).
 VACUUM_EVERY = timedelta(minutes=1)
 
 
@@ -404,6 +404,7 @@ class Simulation:
 
     def _run(self) -> dict:
         import time_machine
+        from django.db import connection
 
         for session in self.sessions:
             self.at(session.booked_at, "book", session)
@@ -413,6 +414,7 @@ class Simulation:
         with time_machine.travel(self.now, tick=False) as traveller:
             give_up = last_meeting + timedelta(hours=6)
             next_vacuum = self.now
+            vacuums = connection.vendor == "postgresql"
             while True:
                 due_beat = min(next_beat.values())
                 if self.queue and self.queue[0][0] <= due_beat:
@@ -423,7 +425,7 @@ class Simulation:
                 if due_beat > give_up or (due_beat > last_meeting and not self.queue and not self.busy()):
                     break
                 self._move(traveller, due_beat)
-                if self.now >= next_vacuum:
+                if vacuums and self.now >= next_vacuum:
                     self._measured("autovacuum (simulator)", self.vacuum)
                     next_vacuum = self.now + VACUUM_EVERY
                 if self.busy():
@@ -445,15 +447,18 @@ class Simulation:
         tables the sweeps read would carry hours of dead rows and stale statistics (bitmap scans over
         thousands of dead index entries, nested loops planned for five rows), which production never sees.
         Autovacuum's own rule decides which tables (its default thresholds: dead rows above 50 + 20% of
-        the live ones; changes since the last analyse above 50 + 10%). SQLite keeps no dead rows to
-        vacuum: ``PRAGMA optimize`` analyses the tables whose statistics its own rule finds stale (as
-        SQLite's documentation advises a long-lived connection to run it from time to time)."""
+        the live ones; changes since the last analyse above 50 + 10%).
+
+        Not on SQLite, which keeps no dead rows, and whose statistics would mislead it: without
+        histograms (Python's SQLite is built without STAT4) ``ANALYZE`` records only the average rows
+        per value, and a state or status column has a handful of values, so every sweep's "the few
+        live hosts" looked like a third of the table. SQLite then scanned the whole host or meeting
+        table in the order of the model's default ordering rather than search the state index and sort
+        the few rows, a cost growing with every lesson simulated. With no statistics its planner takes
+        an indexed equality as selective, which these are, and searches the index (the plans PostgreSQL
+        picks from its most-common-values statistics)."""
         from django.db import connection
 
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA optimize")
-            return
         with connection.cursor() as cursor:
             # A backend reports its table counts at most once a second of wall time: flush them now, so
             # the rule sees the same counts whatever the machine's speed (the next statement sees them).

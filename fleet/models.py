@@ -337,6 +337,13 @@ class PoolInstance(models.Model):
 
     class Meta:
         ordering = ["profile_id", "state", "launched_at"]
+        indexes = [
+            # The claim at each warm start: a profile's READY instances, not every one it ever had.
+            models.Index(fields=["profile", "state"], name="pool_profile_state"),
+            # The (type, zone) pools refused a start just now, read at each warm start: the few rows ever
+            # refused, not the whole history.
+            models.Index(fields=["refused_at"], name="pool_refused_at", condition=models.Q(refused_at__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"pool {self.profile_id} {self.instance_id or '-'} {self.state}"

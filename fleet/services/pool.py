@@ -90,9 +90,9 @@ def pool_instance_start(
         return None
     # The (type, zone) pools EC2 refused a start in just now, for this host or another.
     out_of_capacity = set(
-        PoolInstance.objects.filter(refused_at__gte=now - CAPACITY_MEMORY).values_list(
-            "instance_type", "availability_zone"
-        )
+        PoolInstance.objects.filter(refused_at__gte=now - CAPACITY_MEMORY)
+        .values_list("instance_type", "availability_zone")
+        .order_by()
     )
     for _ in range(WARM_START_TRIES):
         with transaction.atomic():

@@ -4,6 +4,7 @@ JSON line per policy with the issue's fields."""
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -11,6 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from fleet.models import WATCHED_HOST_STATES
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
@@ -175,5 +178,17 @@ def test_sqlite_by_default_with_the_figures_postgresql_gives(tmp_path, database_
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == results[1]
     assert kept.exists()
+    # The sweeps' reads search the state index, as PostgreSQL's do, whatever the run simulated: no
+    # statistics lead SQLite to scan the whole host table in its default ordering's order instead.
+    with sqlite3.connect(kept) as db:
+        watched = ", ".join(f"'{state}'" for state in sorted(WATCHED_HOST_STATES))
+        plan = [
+            row[3]
+            for row in db.execute(
+                f"EXPLAIN QUERY PLAN SELECT id FROM fleet_host WHERE state IN ({watched}) "
+                "ORDER BY meeting_id, role, generation DESC"
+            )
+        ]
+    assert plan[0].startswith("SEARCH fleet_host USING INDEX fleet_host_state"), plan
     wrong = simulate(tmp_path, "mysql://root@localhost/sim")
     assert wrong.returncode == 2 and "--database takes sqlite:///PATH or postgres://" in wrong.stderr
