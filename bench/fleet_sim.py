@@ -452,7 +452,7 @@ class Simulation:
         Not on SQLite, which keeps no dead rows, and whose statistics would mislead it: without
         histograms (Python's SQLite is built without STAT4) ``ANALYZE`` records only the average rows
         per value, and a state or status column has a handful of values, so every sweep's "the few
-        live hosts" looked like a third of the table. SQLite then scanned the whole host or meeting
+        live hosts" looked like a large share of the table. SQLite then scanned the whole host or meeting
         table in the order of the model's default ordering rather than search the state index and sort
         the few rows, a cost growing with every lesson simulated. With no statistics its planner takes
         an indexed equality as selective, which these are, and searches the index (the plans PostgreSQL
