@@ -314,7 +314,8 @@ class PoolInstance(models.Model):
     """An instance of a profile's warm pool (``fleet.pool``): booted fully once, stopped, and started for one
     meeting (then it is that host's instance and ends with it: single use)."""
 
-    profile = models.ForeignKey(DesktopProfile, on_delete=models.PROTECT, related_name="pool_instances")
+    # Indexed by ``pool_profile_state`` below, whose first column it is.
+    profile = models.ForeignKey(DesktopProfile, on_delete=models.PROTECT, related_name="pool_instances", db_index=False)
     instance_id = models.CharField(max_length=32, blank=True, db_index=True)
     state = models.CharField(max_length=16, choices=PoolState.choices, default=PoolState.BUILDING, db_index=True)
     client_token = models.CharField(max_length=64, unique=True)
