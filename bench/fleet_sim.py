@@ -74,8 +74,6 @@ POLICIES: dict[str, dict] = {
 }
 # Two subnets in two zones, as a production install spreads teacher and student.
 SUBNETS = {"subnet-0sim0000000000a": "us-west-2a", "subnet-0sim0000000000b": "us-west-2b"}
-# Busy means: a meeting starts within this, or one is not finished yet. Idle time is skipped.
-HORIZON = timedelta(hours=3)
 # How often (simulated time) autovacuum's rule (its naptime: one minute) is applied (PostgreSQL only: ``vacuum``).
 VACUUM_EVERY = timedelta(minutes=1)
 
@@ -153,6 +151,9 @@ class Simulation:
         self.refused = 0
         self.ec2 = None
         self._busy_until = None
+        # Busy means: a lesson starts within this (``install``: as far ahead as the fleet may act on one), or
+        # one is not finished, or a host is live. Idle time is skipped.
+        self.horizon = timedelta(0)
         self.booked_times: list = []  # meet_time of every booked session, sorted
         self.waiting: dict = {}  # meeting id -> its session, for participants in the waiting room
 
@@ -210,6 +211,12 @@ class Simulation:
         for name, value in overrides.items():
             stack.enter_context(_setting(settings, name, value))
         DesktopProfile.objects.filter(is_default=True).update(os=s.os)
+        # The clock may skip only time in which no beat task could act: it wakes this long before a lesson,
+        # the application's own answer under the policy's settings plus the longest beat period, so every
+        # sweep (the plan's included) has run once before the first launch or pool build it may make.
+        from fleet.services.planning import earliest_action_lead
+
+        self.horizon = earliest_action_lead() + max(period for _, period in self.beat())
         # Meeting ids from the scenario's seed, not the system's randomness: the plan breaks ties by id,
         # so a run is repeatable.
         from meetings.models import MEETING_ID_ALPHABET, MEETING_ID_LENGTH, Meeting
@@ -367,7 +374,7 @@ class Simulation:
             instance_attested(instance_id=instance.instance_id, now=self.now)
 
     def busy(self) -> bool:
-        """A booked meeting starts within ``HORIZON``, or one is under way, or a host instance is still live
+        """A booked meeting starts within ``horizon``, or one is under way, or a host instance is still live
         (a warm pool's stopped instances alone do not keep the clock ticking)."""
         from meetings.models import ACTIVE_STATUSES, Meeting
 
@@ -375,7 +382,10 @@ class Simulation:
             return True
         # The simulator's own book says when the next lesson starts (sessions are never moved); the
         # database, whether one is under way (the status index: not a scan past every lesson that ended).
-        if self._next_meeting() <= self.now + HORIZON or Meeting.objects.filter(status__in=ACTIVE_STATUSES).exists():
+        if (
+            self._next_meeting() <= self.now + self.horizon
+            or Meeting.objects.filter(status__in=ACTIVE_STATUSES).exists()
+        ):
             # Nothing changes that answer for the next minute but a booking, which only makes it busier.
             self._busy_until = self.now + timedelta(minutes=1)
             return True
@@ -438,7 +448,7 @@ class Simulation:
                             next_beat[task.name] = self.now + period
                 else:
                     upcoming = self.queue[0][0] if self.queue else last_meeting
-                    wake = max(self.now + min(p for _, p in beat), min(upcoming, self._next_meeting()) - HORIZON)
+                    wake = max(self.now + min(p for _, p in beat), min(upcoming, self._next_meeting()) - self.horizon)
                     for name in next_beat:
                         next_beat[name] = wake
             self.end = self.now

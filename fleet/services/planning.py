@@ -76,6 +76,20 @@ def pool_enabled() -> bool:
     return learned() and settings.ELEPHANT_WARM_POOL
 
 
+def earliest_action_lead() -> timedelta:
+    """How long before a lesson starts the fleet's beat tasks may first act on it, by the settings: launch
+    it (``ELEPHANT_LAUNCH_LEAD`` under the fixed policy; under the learned one, as early as the plan may,
+    ``ELEPHANT_MAX_LAUNCH_LEAD``) or, with the warm pool on, build pool instances for it (the pool is sized
+    to the lessons of the next ``ELEPHANT_WARM_POOL_HORIZON_HOURS``). Before that the beat has nothing to
+    do for the lesson (the fleet simulator skips that time)."""
+    if not learned():
+        return timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
+    lead = timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD)
+    if pool_enabled():
+        lead = max(lead, timedelta(hours=settings.ELEPHANT_WARM_POOL_HORIZON_HOURS))
+    return lead
+
+
 # --- boot history ---------------------------------------------------------------------------------
 def boot_samples_record(*, hosts: Iterable[Host], now: datetime, censored: bool) -> int:
     """Record the boot of each host that has an instance and no boot yet: launch -> ``now``; censored

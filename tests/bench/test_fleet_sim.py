@@ -143,6 +143,28 @@ def test_a_lesson_whose_desktops_never_came_waited_all_of_it(tmp_path, database_
     assert "LAUNCH_FAILED" in run.stderr
 
 
+def test_the_clock_wakes_before_the_earliest_launch_a_crowded_start_is_planned_for(tmp_path):
+    """200 lessons at 16:00 and a bucket that serves one meeting a minute: the plan launches them from
+    about 12:40, more than three hours ahead. The simulator wakes as early as the fleet may act (here the
+    plan's ELEPHANT_MAX_LAUNCH_LEAD, 240 minutes), so every one is launched when planned and ready at the
+    start; a clock that slept until three hours before (bbbad11) found the earliest ones due at once, and
+    the bucket throttled them late (0.915 ready, 309 throttled calls)."""
+    scenario = {
+        **SCENARIO,
+        "seed": 5,
+        "sessions_per_day": 200,
+        "start_minutes": [0],
+        "hour_weights": {"16": 1},
+        "booking_lead_hours": {"lognormal": {"median": 48, "p95": 120}},
+        "limits": {"run_instances_burst": 4, "run_instances_per_second": 0.05, "vcpu_quota": 4000},
+    }
+    run = simulate(tmp_path, None, "--policies", "learned", scenario=scenario)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["sessions"] == 200 and result["refused_at_booking"] == 0
+    assert result["ready_at_start"] == 1.0 and result["throttled_calls"] == 0, result
+
+
 def test_sqlite_by_default_with_the_figures_postgresql_gives(tmp_path, database_url):
     """With no --database, each policy runs on a SQLite file of the run's own (no server; removed when
     done), and every figure is the one the same run gives on PostgreSQL, as production runs."""

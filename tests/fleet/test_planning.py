@@ -311,6 +311,26 @@ def test_a_tight_bucket_spreads_a_crowded_start_over_earlier_minutes(frozen, set
     assert services.fleet_plan_sweep(now=NOW).changed == 0  # a second sweep writes nothing
 
 
+def test_no_launch_is_planned_earlier_than_the_fleets_earliest_action_lead(frozen, settings):
+    """How long before a lesson the beat may first act on it (the fleet simulator sleeps through the rest):
+    the fixed lead, the plan's longest lead, or the warm pool's horizon when the pool is on and that is
+    longer. A start too crowded for its hours is planned back to that lead and no further."""
+    settings.ELEPHANT_LAUNCH_POLICY, settings.ELEPHANT_LAUNCH_LEAD = "fixed", 5
+    settings.ELEPHANT_WARM_POOL, settings.ELEPHANT_WARM_POOL_HORIZON_HOURS = True, 6.0
+    assert planning.earliest_action_lead() == timedelta(minutes=5)  # the fixed policy keeps no pool
+    start = NOW + timedelta(hours=5)
+    meetings = [book(start) for _ in range(100)]  # booked under fixed: no admission
+    settings.ELEPHANT_LAUNCH_POLICY, settings.ELEPHANT_MAX_LAUNCH_LEAD = "learned", 120
+    assert planning.earliest_action_lead() == timedelta(hours=6)
+    settings.ELEPHANT_WARM_POOL = False
+    assert planning.earliest_action_lead() == timedelta(minutes=120)
+    settings.ELEPHANT_RUN_INSTANCES_PER_SECOND = 0.05  # one meeting a minute: a hundred minutes of launches
+    result = services.fleet_plan_sweep(now=NOW)
+    launches = Meeting.objects.filter(pk__in=[m.pk for m in meetings]).exclude(pk__in=result.unplaceable)
+    assert result.unplaceable and launches.count() >= 50  # the ones that fit between the two leads
+    assert min(launches.values_list("launch_at", flat=True)) == start - planning.earliest_action_lead()
+
+
 def test_the_plan_sweep_is_a_constant_number_of_queries(frozen, settings, django_assert_max_num_queries):
     settings.ELEPHANT_LAUNCH_POLICY = "fixed"
     for n in range(30):
