@@ -583,8 +583,8 @@ def _few_collections():
     """The run makes millions of short-lived objects (querysets, rows, model instances) and few reference
     cycles, so the cyclic collector's default (a pass every 700 allocations, over every object Django's
     set-up left behind) spends time finding nothing: what exists now is frozen out of its passes, and a
-    pass comes every 50,000 allocations. Memory stays flat (reference counting frees the rows); the
-    results are the same."""
+    pass comes every 50,000 allocations. Reference counting still frees each row as soon as it goes; only
+    cycles wait a little longer. The results are the same."""
     threshold = gc.get_threshold()
     gc.collect()
     gc.freeze()
