@@ -242,10 +242,15 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
 
 
 def _newest_first(rows: list) -> list:
-    """Held instances, those still on their way to READY first, then the newest. Builds of one sweep share
-    a launch time: the id orders them, not the order the query returned them in (where the table holds
-    the rows, which updates move), so one pool retires the same instance in every run."""
-    return sorted(rows, key=lambda r: (r.state != PoolState.READY, r.launched_at, r.pk), reverse=True)
+    """Held instances in the order the pool keeps them: the READY ones first (stopped and booted, they serve
+    a lesson within minutes), newest first, then those still on their way to READY. So a pool above its size
+    (lessons launched cold, or ending, shrink it) retires a READY instance only when the READY ones alone
+    are more than it needs: a build still booting cannot serve the lessons of the next minutes, and keeping
+    it in a READY one's place turned those lessons cold too late to be ready (scenario G in
+    docs/benchmarks.md). Builds of one sweep share a launch time: the id orders them, not the order the
+    query returned them in (where the table holds the rows, which updates move), so one pool retires the
+    same instance in every run."""
+    return sorted(rows, key=lambda r: (r.state == PoolState.READY, r.launched_at, r.pk), reverse=True)
 
 
 _SWEEP_FIELDS = (

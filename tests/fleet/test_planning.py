@@ -639,7 +639,30 @@ def test_which_pool_instance_is_retired_does_not_follow_the_order_the_rows_came_
     rows.append(SimpleNamespace(pk=1, state=PoolState.READY, launched_at=built + timedelta(minutes=1)))
     rows.append(SimpleNamespace(pk=2, state=PoolState.BUILDING, launched_at=built - timedelta(hours=1)))
     orders = {tuple(r.pk for r in _newest_first(list(p))) for p in itertools.permutations(rows)}
-    assert orders == {(2, 1, 7, 5, 3)}
+    assert orders == {(1, 7, 5, 3, 2)}
+
+
+def test_a_pool_above_its_size_keeps_its_ready_instances_over_builds_still_booting(settings, ec2, frozen):
+    """Two READY instances and two builds on their way, for a pool sized to two (one lesson in half an
+    hour): the READY ones are kept, as only they can start in time; neither is retired for a build."""
+    settings.ELEPHANT_WARM_POOL = True
+    settings.ELEPHANT_WARM_POOL_SPARE = 0
+    settings.ELEPHANT_LAUNCH_POLICY = "fixed"
+    book(NOW + timedelta(minutes=30))
+    settings.ELEPHANT_LAUNCH_POLICY = "learned"
+    ready = {_pool_instance(ec2, settings).pk for _ in range(2)}
+    PoolInstance.objects.filter(pk__in=ready).update(launched_at=NOW - timedelta(hours=2))
+    builds = {_pool_instance(ec2, settings, state="running").pk for _ in range(2)}
+    PoolInstance.objects.filter(pk__in=builds).update(
+        state=PoolState.BUILDING, attested_at=None, stopped_at=None, launched_at=NOW - timedelta(minutes=5)
+    )
+    result = services.fleet_pool_sweep(now=NOW)
+    assert result.retired == 0 and result.built == 0
+    assert set(PoolInstance.objects.filter(state=PoolState.READY).values_list("pk", flat=True)) == ready
+    planning_coverage = planning._pool_coverage(
+        planning._scheduled(since=NOW, until=NOW + timedelta(hours=1)), model=planning.BootModel.load(), now=NOW
+    )
+    assert [booking.warm for booking in planning_coverage] == [True]  # the lesson is served warm
 
 
 def test_the_pool_keeps_a_spare_for_the_late_bookings_of_this_time_of_day(settings, frozen):
