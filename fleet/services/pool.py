@@ -14,7 +14,8 @@ the pool holds stopped instances, billed only for their volumes).
   the last seven days (booked too late for a cold launch: ``_late_bookings``), at most the profile's
   ``warm_pool_max`` (blank: ``ELEPHANT_WARM_POOL_MAX``). A late booking is admitted onto the pool.
   Builds draw on the RunInstances budget the launch plan leaves in the current minute. READY
-  instances beyond the size, older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS`` or of an image or type
+  instances beyond the size (counting the READY ones before builds still on their way: only they serve
+  the next minutes' lessons), older than ``ELEPHANT_WARM_POOL_MAX_AGE_HOURS`` or of an image or type
   the profile no longer names are terminated.
 - **Assign** (``pool_instance_start``, from ``host_launch`` for a meeting planned warm or a
   replacement host): the oldest READY instance (one EC2 refused for capacity last) is claimed
