@@ -151,7 +151,7 @@ class Simulation:
         self.refused = 0
         self.ec2 = None
         self._busy_until = None
-        # Busy means: a lesson starts within this (``install``: as far ahead as the fleet may act on one), or
+        # Busy means: a lesson starts within this (``_run``: as far ahead as the fleet may act on one), or
         # one is not finished, or a host is live. Idle time is skipped.
         self.horizon = timedelta(0)
         self.booked_times: list = []  # meet_time of every booked session, sorted
@@ -211,12 +211,6 @@ class Simulation:
         for name, value in overrides.items():
             stack.enter_context(_setting(settings, name, value))
         DesktopProfile.objects.filter(is_default=True).update(os=s.os)
-        # The clock may skip only time in which no beat task could act: it wakes this long before a lesson,
-        # the application's own answer under the policy's settings plus the longest beat period, so every
-        # sweep (the plan's included) has run once before the first launch or pool build it may make.
-        from fleet.services.planning import earliest_action_lead
-
-        self.horizon = earliest_action_lead() + max(period for _, period in self.beat())
         # Meeting ids from the scenario's seed, not the system's randomness: the plan breaks ties by id,
         # so a run is repeatable.
         from meetings.models import MEETING_ID_ALPHABET, MEETING_ID_LENGTH, Meeting
@@ -418,9 +412,15 @@ class Simulation:
         import time_machine
         from django.db import connection
 
+        from fleet.services.planning import earliest_action_lead
+
         for session in self.sessions:
             self.at(session.booked_at, "book", session)
         beat = self.beat()
+        # The clock may skip only time in which no beat task could act: it wakes this long before a lesson,
+        # the application's own answer under the policy's settings plus the longest beat period, so every
+        # sweep (the plan's included) has run once before the first launch or pool build it may make.
+        self.horizon = earliest_action_lead() + max(period for _, period in beat)
         next_beat = {task.name: self.now for task, _ in beat}
         last_meeting = max(s.meet_time + timedelta(minutes=s.duration_minutes) for s in self.sessions)
         with time_machine.travel(self.now, tick=False) as traveller:

@@ -83,7 +83,7 @@ def earliest_action_lead() -> timedelta:
     to the lessons of the next ``ELEPHANT_WARM_POOL_HORIZON_HOURS``). Before that the beat has nothing to
     do for the lesson (the fleet simulator skips that time)."""
     if not learned():
-        return timedelta(minutes=settings.ELEPHANT_LAUNCH_LEAD)
+        return windows.launch_lead()
     lead = timedelta(minutes=settings.ELEPHANT_MAX_LAUNCH_LEAD)
     if pool_enabled():
         lead = max(lead, timedelta(hours=settings.ELEPHANT_WARM_POOL_HORIZON_HOURS))
