@@ -6,6 +6,7 @@ profile is the ``ELEPHANT_*`` setting of the same name, so the seeded default fo
 
 from django.conf import settings
 
+from elephant.prepared import PreparedRead
 from fleet import aws
 from fleet.models import DesktopOs, DesktopProfile
 from fleet.userdata import UserDataError, host_user_data
@@ -22,11 +23,16 @@ def builtin_default_profile() -> DesktopProfile:
     return DesktopProfile(name="default", os=DesktopOs.WINDOWS, allows_imdsv1=True, is_default=True)
 
 
+# Read by every launch and booking: compiled once (elephant.prepared).
+_default_profile = PreparedRead(lambda: DesktopProfile.objects.filter(is_default=True)[:1])
+_profile_named = PreparedRead(lambda *, name: DesktopProfile.objects.filter(name=name)[:1])
+
+
 def desktop_profile_resolve(name: str) -> DesktopProfile:
     """The profile a meeting named (blank: the default); ``AwsConfigError`` when the named one is gone."""
     if not name:
-        return DesktopProfile.objects.default() or builtin_default_profile()
-    profile = DesktopProfile.objects.filter(name=name).first()
+        return next(iter(_default_profile()), None) or builtin_default_profile()
+    profile = next(iter(_profile_named(name=name)), None)
     if profile is None:
         raise aws.AwsConfigError(
             f"the desktop profile {name!r} does not exist; define it in the staff console",

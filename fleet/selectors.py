@@ -6,6 +6,7 @@ from functools import cache
 
 from django.db.models import Exists, OuterRef, Q
 
+from elephant.prepared import PreparedRead
 from fleet.models import (
     BOOTING_HOST_STATES,
     LIVE_HOST_STATES,
@@ -15,6 +16,7 @@ from fleet.models import (
     PoolInstance,
     PoolState,
 )
+from meetings import windows
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
 from meetings.policy import PRE_HEALTHY_STATUSES
 
@@ -24,7 +26,10 @@ LAUNCH_STUCK_AFTER = timedelta(minutes=2)
 
 def hosts_current(*, meeting_id: str) -> dict[str, Host]:
     """Role -> the role's current host (its newest generation)."""
-    return hosts_current_many(meeting_ids=[meeting_id]).get(meeting_id, {})
+    current: dict[str, Host] = {}
+    for host in _meeting_hosts(meeting_id=meeting_id):
+        current.setdefault(host.role, host)
+    return current
 
 
 def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Host]]:
@@ -39,46 +44,73 @@ def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Hos
     return current
 
 
+# One meeting's hosts, newest generation first per role: read by every per-meeting task (compiled once).
+_meeting_hosts = PreparedRead(
+    lambda *, meeting_id: Host.objects.filter(meeting_id=meeting_id).order_by("role", "-generation")
+)
+
+
 def meeting_ids_to_launch(*, now: datetime) -> list[str]:
     """Meetings due for launch (``Meeting.objects.due_for_launch``), and LAUNCHING ones that stalled: no
     host of theirs moved for ``LAUNCH_STUCK_AFTER`` (a launch whose task is backing off after throttling
     touches its hosts at every try; queuing it again from every sweep as well would multiply the calls
     into a bucket that is already empty). Earliest first, meetings of one start by id: the order is the
     same whatever order the rows lie in (the bucket serves the first ones first)."""
-    quiet = now - LAUNCH_STUCK_AFTER
+    return _meeting_ids_to_launch(
+        now=now, quiet=now - LAUNCH_STUCK_AFTER, meet_time_until=windows.launch_due_meet_time_until(now)
+    )
+
+
+def _meetings_to_launch(*, now: datetime, quiet: datetime, meet_time_until: datetime):
     stalled = Meeting.objects.filter(status=MeetingStatus.LAUNCHING, launched_at__lte=quiet).exclude(
         Exists(Host.objects.filter(meeting=OuterRef("pk"), updated_at__gt=quiet))
     )
-    due = Meeting.objects.due_for_launch(now)
-    return list((due | stalled).order_by("meet_time", "pk").values_list("pk", flat=True))
+    due = Meeting.objects.due_for_launch(now, meet_time_until=meet_time_until)
+    return (due | stalled).order_by("meet_time", "pk").values_list("pk", flat=True)
+
+
+# The sweeps' reads, run every few seconds, compiled once (elephant.prepared).
+_meeting_ids_to_launch = PreparedRead(_meetings_to_launch)
 
 
 def hosts_watched() -> list:
     """Every host whose instance the watchdog follows, as named rows: pk, instance_id, state,
     launched_at, public_address, availability_zone, dns_change_id, meeting__status."""
-    return list(
-        Host.objects.watched().values_list(
-            "pk",
-            "instance_id",
-            "state",
-            "launched_at",
-            "public_address",
-            "availability_zone",
-            "dns_change_id",
-            "meeting__status",
-            named=True,
-        )
+    return _hosts_watched()
+
+
+_hosts_watched = PreparedRead(
+    lambda: Host.objects.watched().values_list(
+        "pk",
+        "instance_id",
+        "state",
+        "launched_at",
+        "public_address",
+        "availability_zone",
+        "dns_change_id",
+        "meeting__status",
+        named=True,
     )
+)
 
 
 def hosts_for_health_check(*, meeting_id: str | None = None) -> list[Host]:
     """Live hosts not yet healthy of active meetings, and healthy hosts of meetings not yet HEALTHY."""
-    hosts = Host.objects.filter(meeting__status__in=ACTIVE_STATUSES).filter(
-        Q(state__in=BOOTING_HOST_STATES) | Q(state=HostState.HEALTHY, meeting__status__in=PRE_HEALTHY_STATUSES)
+    return _hosts_for_health_check(meeting_id=meeting_id)
+
+
+def _for_health_check(*, meeting_id: str | None):
+    hosts = Host.objects.filter(meeting__status__in=sorted(ACTIVE_STATUSES)).filter(
+        Q(state__in=sorted(BOOTING_HOST_STATES))
+        | Q(state=HostState.HEALTHY, meeting__status__in=sorted(PRE_HEALTHY_STATUSES))
     )
     if meeting_id is not None:
         hosts = hosts.filter(meeting_id=meeting_id)
-    return list(hosts.select_related("meeting").only(*_HEALTH_FIELDS))
+    return hosts.select_related("meeting").only(*_HEALTH_FIELDS)
+
+
+# The health sweep's read, every few seconds: compiled once (elephant.prepared).
+_hosts_for_health_check = PreparedRead(_for_health_check)
 
 
 _HEALTH_FIELDS = (
@@ -122,19 +154,30 @@ def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:
 def instances_tracked() -> dict[str, tuple[str, str]]:
     """Instance id -> (meeting id, meeting status) of every live or terminating host (one query over
     the state index, no list of ids: the reaper asks it about every instance of the deployment)."""
-    rows = (
-        Host.objects.filter(state__in=LIVE_HOST_STATES | {HostState.TERMINATING})
+    return {instance_id: (meeting_id, status) for instance_id, meeting_id, status in _instances_tracked()}
+
+
+_instances_tracked = PreparedRead(
+    lambda: (
+        Host.objects.filter(state__in=sorted(LIVE_HOST_STATES | {HostState.TERMINATING}))
         .exclude(instance_id="")
         .values_list("instance_id", "meeting_id", "meeting__status")
     )
-    return {instance_id: (meeting_id, status) for instance_id, meeting_id, status in rows}
+)
 
 
 def instance_ids_pooled(*, assigned_since: datetime) -> set[str]:
     """The instance ids the warm pool holds (building, stopping, stopped and ready), and those it
     handed to a host since ``assigned_since`` (being started: the host records it in a moment)."""
-    held = Q(state__in=POOL_HELD_STATES) | Q(state=PoolState.ASSIGNED, assigned_at__gte=assigned_since)
-    return set(PoolInstance.objects.filter(held).exclude(instance_id="").values_list("instance_id", flat=True))
+    return set(_instance_ids_pooled(assigned_since=assigned_since))
+
+
+def _pooled(*, assigned_since: datetime):
+    held = Q(state__in=sorted(POOL_HELD_STATES)) | Q(state=PoolState.ASSIGNED, assigned_at__gte=assigned_since)
+    return PoolInstance.objects.filter(held).exclude(instance_id="").values_list("instance_id", flat=True)
+
+
+_instance_ids_pooled = PreparedRead(_pooled)
 
 
 @cache

@@ -98,10 +98,12 @@ class MeetingQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
 
-    def due_for_launch(self, now: datetime):
-        """SCHEDULED meetings whose ``launch_at`` has come (without one: ``meet_time - ELEPHANT_LAUNCH_LEAD``)."""
+    def due_for_launch(self, now: datetime, *, meet_time_until: datetime | None = None):
+        """SCHEDULED meetings whose ``launch_at`` has come (without one: ``meet_time - ELEPHANT_LAUNCH_LEAD``;
+        ``meet_time_until``: that bound, ``windows.launch_due_meet_time_until(now)``, when the caller has it)."""
+        until = windows.launch_due_meet_time_until(now) if meet_time_until is None else meet_time_until
         return self.filter(status=MeetingStatus.SCHEDULED).filter(
-            Q(launch_at__lte=now) | Q(launch_at__isnull=True, meet_time__lte=windows.launch_due_meet_time_until(now))
+            Q(launch_at__lte=now) | Q(launch_at__isnull=True, meet_time__lte=until)
         )
 
     def for_teacher(self, user):

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.db.models import Exists, OuterRef
 
+from elephant.prepared import PreparedRead
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingEvent
 from meetings.policy import SAFETY_NET_KEPT_ALIVE, termination_meet_time_until
 
@@ -19,9 +20,13 @@ def meeting_kept_alive(*, meeting_id: str) -> bool:
 
 def meetings_for_termination(*, now: datetime) -> list[dict]:
     """Active meetings old enough for a termination rule, with what the rules need (one query)."""
+    return _meetings_for_termination(until=termination_meet_time_until(now))
+
+
+def _for_termination(*, until: datetime):
     kept_alive = MeetingEvent.objects.filter(meeting=OuterRef("pk"), reason=SAFETY_NET_KEPT_ALIVE)
-    return list(
-        Meeting.objects.filter(status__in=ACTIVE_STATUSES, meet_time__lte=termination_meet_time_until(now))
+    return (
+        Meeting.objects.filter(status__in=sorted(ACTIVE_STATUSES), meet_time__lte=until)
         .annotate(kept_alive=Exists(kept_alive))
         .values(
             "pk",
@@ -33,3 +38,7 @@ def meetings_for_termination(*, now: datetime) -> list[dict]:
             "kept_alive",
         )
     )
+
+
+# Read by the termination sweep every few seconds: compiled once (elephant.prepared).
+_meetings_for_termination = PreparedRead(_for_termination)

@@ -34,6 +34,7 @@ from django.db import connection
 from django.db.models import Case, Count, FloatField, Q, Value, When
 from django.utils import timezone
 
+from elephant.prepared import PreparedRead
 from fleet import aws, planner, readiness
 from fleet.models import (
     BOOTING_HOST_STATES,
@@ -272,6 +273,14 @@ def _prior(os: str, warm: bool) -> readiness.Prior:
     )
 
 
+# Reads every plan makes (each minute) and every booking: compiled once (elephant.prepared).
+_last_fitted_at = PreparedRead(
+    lambda: BootEstimate.objects.order_by("-fitted_at").values_list("fitted_at", flat=True)[:1]
+)
+_estimates_all = PreparedRead(lambda: BootEstimate.objects.all())
+_profiles_all = PreparedRead(lambda: DesktopProfile.objects.all())
+
+
 def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) -> int:
     """Fit every key's distribution from the last ``ELEPHANT_BOOT_HISTORY_DAYS`` of boots, and the boots
     still going on (censored at how long they have run so far): a constant number of queries, one write
@@ -279,7 +288,7 @@ def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) ->
     number of keys fitted."""
     now = now or timezone.now()
     if not force:
-        last = BootEstimate.objects.order_by("-fitted_at").values_list("fitted_at", flat=True).first()
+        last = next(iter(_last_fitted_at()), None)
         if last is not None and now - last < REFIT_EVERY:
             return 0
     since = now - timedelta(days=settings.ELEPHANT_BOOT_HISTORY_DAYS)
@@ -355,12 +364,12 @@ class BootModel:
     @classmethod
     def load(cls) -> "BootModel":
         model = cls()
-        for estimate in BootEstimate.objects.all():
+        for estimate in _estimates_all():
             key = (estimate.ami_id, estimate.instance_type, estimate.availability_zone, estimate.warm_start)
             model.estimates[key] = estimate.distribution
         from fleet.profiles import builtin_default_profile
 
-        rows = list(DesktopProfile.objects.all())
+        rows = _profiles_all()
         default = next((p for p in rows if p.is_default), None) or builtin_default_profile()
         for profile in [*rows, default]:
             types = profile.instance_type_list or list(settings.ELEPHANT_INSTANCE_TYPES) or [""]
@@ -491,25 +500,39 @@ def _occupied(*, now: datetime, model: BootModel) -> planner.Occupancy:
     """vCPUs of the hosts running now, per family until their meeting's hard stop (one query, one row
     per type, profile and schedule: the hosts of lessons that end together count together), and of the
     warm pool's builds for about a cold boot (one more)."""
-    rows = (
-        Host.objects.filter(state__in=LIVE_HOST_STATES, meeting__status__in=ACTIVE_STATUSES)
-        .values_list("instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
     running = []
-    for instance_type, profile_name, meet_time, duration, count in rows:
+    for instance_type, profile_name, meet_time, duration, count in _running_hosts():
         instance_type = instance_type or model.profile(profile_name).instance_type
         until = windows.hard_stop_at(meet_time, duration)
         vcpus = planner.vcpus_of(instance_type) * count
         running.append((planner.quota_family(instance_type), vcpus, now, until))
     # Warm-pool builds run too, for about a cold boot (stopped, they hold no vCPUs).
-    builds = PoolInstance.objects.filter(state=PoolState.BUILDING).values_list("instance_type").annotate(n=Count("pk"))
-    for instance_type, count in builds.order_by():
+    for instance_type, count in _builds_running():
         instance_type = instance_type or model.profile("").instance_type
         until = now + model.lead("", False)
         running.append((planner.quota_family(instance_type), planner.vcpus_of(instance_type) * count, now, until))
     return planner.vcpus_running(running)
+
+
+_running_hosts = PreparedRead(
+    lambda: (
+        Host.objects.filter(state__in=sorted(LIVE_HOST_STATES), meeting__status__in=sorted(ACTIVE_STATUSES))
+        .values_list("instance_type", "meeting__desktop_profile", "meeting__meet_time", "meeting__duration_minutes")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+)
+_builds_running = PreparedRead(
+    lambda: (
+        PoolInstance.objects.filter(state=PoolState.BUILDING)
+        .values_list("instance_type")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+)
+_pool_stock = PreparedRead(
+    lambda: PoolInstance.objects.held().values_list("profile__name", "state").annotate(n=Count("pk")).order_by()
+)
 
 
 # --- the plan ----------------------------------------------------------------------------------------
@@ -585,12 +608,17 @@ def _plan(bookings: list[Booking], *, context: _Context) -> planner.Plan:
 
 
 def _scheduled(*, since: datetime, until: datetime, exclude: Iterable[str] = ()) -> list[Booking]:
-    rows = (
+    return [Booking(*row) for row in _scheduled_rows(since=since, until=until, exclude=list(exclude))]
+
+
+# Read by every plan (each minute) and every booking: compiled once (elephant.prepared).
+_scheduled_rows = PreparedRead(
+    lambda *, since, until, exclude: (
         Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gte=since, meet_time__lte=until)
-        .exclude(pk__in=list(exclude))
+        .exclude(pk__in=exclude)
         .values_list("pk", "meet_time", "duration_minutes", "desktop_profile", "launch_warm", "launch_at")
     )
-    return [Booking(*row) for row in rows]
+)
 
 
 def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) -> list[Booking]:
@@ -602,8 +630,7 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
             Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings
         ]
     stock: dict[str, dict[str, int]] = defaultdict(lambda: {"ready": 0, "building": 0})
-    held = PoolInstance.objects.held().values_list("profile__name", "state").annotate(n=Count("pk")).order_by()
-    for profile_name, state, count in held:
+    for profile_name, state, count in _pool_stock():
         stock[profile_name]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += count
     covered = []
     for booking in sorted(bookings, key=lambda b: (b.meet_time, b.key)):

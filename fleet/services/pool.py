@@ -43,6 +43,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from elephant.prepared import PreparedRead
 from fleet import aws, locks, planner, profiles
 from fleet.models import LIVE_HOST_STATES, DesktopProfile, Host, PoolInstance, PoolState
 from fleet.services import planning
@@ -211,15 +212,10 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     result = PoolSweepResult()
     enabled = planning.pool_enabled()
     # Plain rows of the fields the sweep reads (it looks at every instance the pool holds each minute).
-    rows = [
-        SimpleNamespace(pk=row["id"], **row)
-        for row in PoolInstance.objects.filter(
-            state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
-        ).values(*_SWEEP_FIELDS)
-    ]
+    rows = [SimpleNamespace(pk=row["id"], **row) for row in _sweep_rows()]
     if not rows and not enabled:
         return result
-    images = {pk: _profile_image(profile) for pk, profile in DesktopProfile.objects.in_bulk().items()}
+    images = {profile.pk: _profile_image(profile) for profile in _profiles_all()}
     _follow(rows, now=now, result=result)
     wanted = _wanted(now=now) if enabled else {}
     held = [r for r in rows if r.state in (PoolState.BUILDING, PoolState.STOPPING, PoolState.READY)]
@@ -346,13 +342,8 @@ def _wanted(*, now: datetime) -> dict[int, int]:
     """Profile id -> pool size: twice its SCHEDULED meetings of the horizon plus the spare, and the spare
     its late bookings call for (``_late_bookings``), within its max."""
     horizon = now + timedelta(hours=settings.ELEPHANT_WARM_POOL_HORIZON_HOURS)
-    upcoming = dict(
-        Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gt=now, meet_time__lte=horizon)
-        .values_list("desktop_profile")
-        .annotate(n=Count("pk"))
-        .values_list("desktop_profile", "n")
-    )
-    profiles_active = list(DesktopProfile.objects.filter(is_active=True))
+    upcoming = dict(_upcoming(now=now, horizon=horizon))
+    profiles_active = _profiles_active()
     late = _late_bookings(now=now, profiles_active=profiles_active)
     wanted = {}
     for profile in profiles_active:
@@ -361,6 +352,32 @@ def _wanted(*, now: datetime) -> dict[int, int]:
         size = planning.HOSTS_PER_MEETING * meetings + settings.ELEPHANT_WARM_POOL_SPARE if meetings else 0
         wanted[profile.pk] = min(limit, size + late.get(profile.pk, 0))
     return wanted
+
+
+def _in_windows(*, bounds: list[datetime]):
+    days = Q()
+    for since, until in zip(bounds[::2], bounds[1::2], strict=True):
+        days |= Q(meet_time__gte=since, meet_time__lt=until)
+    return Meeting.objects.filter(days).values_list("desktop_profile", "meet_time", "created_at")
+
+
+# The sweep's reads, each minute: compiled once (elephant.prepared).
+_sweep_rows = PreparedRead(
+    lambda: PoolInstance.objects.filter(
+        state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
+    ).values(*_SWEEP_FIELDS)
+)
+_profiles_all = PreparedRead(lambda: DesktopProfile.objects.all())
+_profiles_active = PreparedRead(lambda: DesktopProfile.objects.filter(is_active=True))
+_upcoming = PreparedRead(
+    lambda *, now, horizon: (
+        Meeting.objects.filter(status=MeetingStatus.SCHEDULED, meet_time__gt=now, meet_time__lte=horizon)
+        .values_list("desktop_profile")
+        .annotate(n=Count("pk"))
+        .values_list("desktop_profile", "n")
+    )
+)
+_booked_in = PreparedRead(_in_windows)
 
 
 def _late_bookings(*, now: datetime, profiles_active: list[DesktopProfile]) -> dict[int, int]:
@@ -374,10 +391,10 @@ def _late_bookings(*, now: datetime, profiles_active: list[DesktopProfile]) -> d
     if not leads:
         return {}
     window = max(timedelta(hours=1), max(leads.values()))
-    days = Q()
+    bounds = []
     for day in range(1, LATE_BOOKING_DAYS + 1):
-        days |= Q(meet_time__gte=now - timedelta(days=day), meet_time__lt=now - timedelta(days=day) + window)
-    rows = Meeting.objects.filter(days).values_list("desktop_profile", "meet_time", "created_at")
+        bounds += [now - timedelta(days=day), now - timedelta(days=day) + window]
+    rows = _booked_in(bounds=bounds)
     by_name = {p.name: p for p in profiles_active}
     default = next((p for p in profiles_active if p.is_default), None)
     counts: Counter = Counter()

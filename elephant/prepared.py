@@ -1,0 +1,224 @@
+"""Reads compiled once: the SQL of a fixed-shape ORM read, reused with new values.
+
+The beat's sweeps run the same few reads every 15 seconds and every minute, most finding a handful of
+rows or none. Building and compiling such a queryset costs Django 20 to 50 times what SQLite or
+PostgreSQL spend answering it (docs/benchmarks.md, Speed). A ``PreparedRead`` builds its queryset
+once per database connection and value shape, with a marker in place of each value; it finds
+where each marker landed among the compiled SQL's parameters, and from then on executes that SQL
+with the values of the call, converting rows with the compiler Django made (its own converters:
+datetimes from SQLite's text, booleans, and so on). The query is the ORM's, so it stays in step
+with the models and the database; only the values change.
+
+    _due = PreparedRead(lambda *, until: Meeting.objects.filter(meet_time__lte=until).values_list("pk"))
+    _due(until=now)  # -> [("abc",), ...]
+
+Values are passed by name. A value may be an aware ``datetime``, a ``str`` or an ``int`` (each
+compared to a column of its kind: the datetime goes through the backend's datetime adapter), or a
+list or tuple of them (one statement per list length, as Django compiles one ``IN (%s, ...)``
+per length). ``None`` and booleans change a query's shape, not a value: they are compiled into it
+(the same value always gives the same SQL). The builder must use each value as given: a value it
+derives from (``now - timedelta(...)``) is a new value the marker would not be found as; pass the
+derived value instead. A builder that hides a value this way fails at its first call, not silently.
+"""
+
+import threading
+from collections import namedtuple
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from django.db import connections
+from django.db.models import QuerySet
+
+# A marker datetime: far from any real one, its microseconds telling the markers apart.
+_MARKER_EPOCH = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
+_MARKER_INT = -7_318_000_000_000  # ints below this: no query's constant
+
+
+class PreparedReadError(RuntimeError):
+    """A builder that does not use its values as given (a programming error)."""
+
+
+class _Compiled:
+    __slots__ = ("sql", "slots", "compiler", "converters", "columns", "row_class", "models")
+
+    def __init__(self, sql, slots, compiler, converters, columns, row_class, models=None):
+        self.sql = sql
+        self.slots = slots  # per SQL parameter: (name, index within a list or None) or (None, constant)
+        self.compiler = compiler
+        self.converters = converters
+        self.columns = columns
+        self.row_class = row_class
+        self.models = models  # model rows: what ModelIterable works out from the compiler, once
+
+
+class _Models:
+    """How ``ModelIterable`` makes instances from a compiled query's rows (django.db.models.query),
+    worked out once: the model's columns, the ``select_related`` populators and the annotations."""
+
+    __slots__ = ("model", "db", "init_list", "start", "end", "related", "annotations")
+
+    def __init__(self, compiler, db):
+        from django.db.models.query import get_related_populators
+
+        select, klass_info = compiler.select, compiler.klass_info
+        self.model = klass_info["model"]
+        self.db = db
+        fields = klass_info["select_fields"]
+        self.start, self.end = fields[0], fields[-1] + 1
+        self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
+        self.related = get_related_populators(klass_info, select, db)
+        self.annotations = list(compiler.annotation_col_map.items())
+
+    def make(self, rows) -> list:
+        made = []
+        for row in rows:
+            obj = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
+            for populator in self.related:
+                populator.populate(row, obj)
+            for name, position in self.annotations:
+                setattr(obj, name, row[position])
+            made.append(obj)
+        return made
+
+
+class PreparedRead:
+    """A read whose SQL is compiled once per connection and shape (``build(**markers)`` gives the
+    queryset). Calling it returns the rows as a list: model instances for a plain queryset (with
+    its ``select_related``, ``only`` and annotations, as iterating it gives), tuples for
+    ``values_list`` (named tuples with ``named=True``; the values themselves with ``flat=True``),
+    dicts for ``values``. Not for ``prefetch_related`` or ``select_for_update``."""
+
+    def __init__(self, build: Callable[..., QuerySet], *, using: str = "default"):
+        self._build = build
+        self._using = using
+        self._compiled: WeakKeyDictionary = WeakKeyDictionary()  # connection -> shape -> _Compiled
+        self._lock = threading.Lock()
+
+    def __call__(self, **values: Any) -> list:
+        connection = connections[self._using]
+        shape = tuple(sorted((name, _shape_of(name, value)) for name, value in values.items()))
+        per_connection = self._compiled.get(connection)
+        compiled = per_connection.get(shape) if per_connection is not None else None
+        if compiled is None:
+            compiled = self._compile(connection, values)
+            with self._lock:
+                self._compiled.setdefault(connection, {})[shape] = compiled
+        params = []
+        adapt = connection.ops.adapt_datetimefield_value
+        for name, index in compiled.slots:
+            if name is None:
+                params.append(index)
+                continue
+            value = values[name] if index is None else values[name][index]
+            params.append(adapt(value) if isinstance(value, datetime) else value)
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            rows = cursor.fetchall()
+        if compiled.converters:
+            rows = list(compiled.compiler.apply_converters(rows, compiled.converters))
+        if compiled.models is not None:
+            return compiled.models.make(rows)
+        if compiled.row_class == "flat":
+            return [row[0] for row in rows]
+        if compiled.row_class == "dict":
+            return [dict(zip(compiled.columns, row, strict=True)) for row in rows]
+        if compiled.row_class is not None:
+            return [compiled.row_class._make(row) for row in rows]
+        return [tuple(row) for row in rows]
+
+    def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
+        markers: dict[Any, tuple[str, int | None]] = {}
+        arguments: dict[str, Any] = {}
+        counter = iter(range(1, 10**6))
+        for name, value in values.items():
+            if isinstance(value, list | tuple):
+                arguments[name] = [_marker(item, next(counter), name) for item in value]
+                for index, marker in enumerate(arguments[name]):
+                    markers[_adapted(connection, marker)] = (name, index)
+            elif _is_markable(value):
+                arguments[name] = _marker(value, next(counter), name)
+                markers[_adapted(connection, arguments[name])] = (name, None)
+            else:
+                arguments[name] = value  # None or a bool: part of the shape
+        queryset = self._build(**arguments)
+        if queryset._prefetch_related_lookups or queryset.query.select_for_update:
+            raise PreparedReadError("a prepared read neither prefetches nor locks")
+        compiler = queryset.query.get_compiler(using=self._using, connection=connection)
+        sql, params = compiler.as_sql()
+        slots = []
+        found = set()
+        for param in params:
+            slot = markers.get(param) if _hashable(param) else None
+            if slot is None:
+                slots.append((None, param))
+            else:
+                slots.append(slot)
+                found.add(slot)
+        missing = sorted({name for name, index in markers.values()} - {name for name, _ in found})
+        if missing:
+            raise PreparedReadError(
+                f"the query does not use {', '.join(missing)} as given (a value derived from it is not a marker)"
+            )
+        fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
+        converters = compiler.get_converters(fields)
+        query = queryset.query
+        columns = [*query.extra_select, *query.values_select, *query.annotation_select]
+        iterable = queryset._iterable_class.__name__
+        if iterable == "ModelIterable":
+            models = _Models(compiler, self._using)
+            return _Compiled(sql, slots, compiler, converters, columns, None, models)
+        if iterable == "FlatValuesListIterable":
+            row_class = "flat"
+        elif iterable == "ValuesIterable":
+            row_class = "dict"
+        elif iterable == "NamedValuesListIterable":
+            row_class = namedtuple("Row", columns)
+        elif iterable == "ValuesListIterable":
+            row_class = None
+        else:
+            raise PreparedReadError(f"a prepared read gives values() or values_list() rows, not {iterable}")
+        return _Compiled(sql, slots, compiler, converters, columns, row_class)
+
+
+def _shape_of(name: str, value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        if not all(_is_markable(item) for item in value):
+            raise PreparedReadError(f"{name}: a list of datetimes, strings or ints, not {value!r}")
+        return ("list", len(value))
+    if _is_markable(value):
+        return type(value).__name__
+    if value is None or isinstance(value, bool):
+        return ("value", value)
+    raise PreparedReadError(f"{name}: a datetime, string, int, bool, None or a list, not {type(value).__name__}")
+
+
+def _is_markable(value: Any) -> bool:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise PreparedReadError("a prepared read takes aware datetimes")
+        return True
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def _marker(value: Any, number: int, name: str) -> Any:
+    if isinstance(value, datetime):
+        return _MARKER_EPOCH + timedelta(microseconds=number)
+    if isinstance(value, str):
+        return f"\x1fprepared:{name}:{number}\x1f"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _MARKER_INT - number
+    raise PreparedReadError(f"{name}: a list of datetimes, strings or ints, not {value!r}")
+
+
+def _adapted(connection, marker: Any) -> Any:
+    return connection.ops.adapt_datetimefield_value(marker) if isinstance(marker, datetime) else marker
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,145 @@
+"""elephant.prepared: a read compiled once gives what the ORM gives, for every call's values."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef
+from django.test.utils import CaptureQueriesContext
+
+from elephant.prepared import PreparedRead, PreparedReadError
+from fleet.models import Host, HostState
+from meetings.models import Meeting, MeetingEvent, MeetingStatus
+from tests.factories import make_meeting
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2027, 3, 1, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def meetings():
+    made = []
+    for minutes in (0, 30, 60, 90):
+        meeting = make_meeting(meet_time=T0 + timedelta(minutes=minutes))
+        made.append(meeting)
+    Meeting.objects.filter(pk=made[1].pk).update(status=MeetingStatus.LAUNCHING, launched_at=T0)
+    host = Host.objects.create(meeting=made[1], role="teacher", generation=1, state=HostState.BOOTING, launched_at=T0)
+    Host.objects.create(meeting=made[1], role="teacher", generation=2, state=HostState.PENDING)
+    Host.objects.create(meeting=made[1], role="student", generation=1, state=HostState.RUNNING, instance_id="i-1")
+    MeetingEvent.objects.create(meeting=made[2], at=T0, to_status=MeetingStatus.SCHEDULED, reason="kept", actor="x")
+    return made, host
+
+
+def _builds(build):
+    calls = []
+
+    def counted(**values):
+        calls.append(values)
+        return build(**values)
+
+    return PreparedRead(counted), calls
+
+
+def test_flat_rows_follow_each_calls_values_and_the_query_is_built_once(meetings):
+    read, builds = _builds(
+        lambda *, until: Meeting.objects.filter(meet_time__lte=until).order_by("meet_time").values_list("pk", flat=True)
+    )
+    made, _ = meetings
+    for minutes in (-1, 0, 45, 120, 30):
+        until = T0 + timedelta(minutes=minutes)
+        expected = list(Meeting.objects.filter(meet_time__lte=until).order_by("meet_time").values_list("pk", flat=True))
+        with CaptureQueriesContext(connection) as queries:
+            assert read(until=until) == expected
+        assert len(queries) == 1
+    assert len(builds) == 1
+    assert read(until=T0 + timedelta(minutes=60)) == [m.pk for m in made[:3]]
+
+
+def test_named_rows_dict_rows_and_annotations_convert_as_the_orm_does(meetings):
+    kept = MeetingEvent.objects.filter(meeting=OuterRef("pk"), reason="kept")
+
+    def build(*, since):
+        return (
+            Meeting.objects.filter(meet_time__gte=since)
+            .annotate(kept_alive=Exists(kept))
+            .order_by("meet_time")
+            .values("pk", "status", "meet_time", "launched_at", "kept_alive")
+        )
+
+    read = PreparedRead(build)
+    for since in (T0, T0 + timedelta(minutes=30), T0 + timedelta(days=1)):
+        assert read(since=since) == list(build(since=since))
+    rows = read(since=T0)
+    assert rows[1]["launched_at"] == T0 and rows[1]["launched_at"].tzinfo is not None
+    assert [r["kept_alive"] for r in rows] == [False, False, True, False]
+
+    named = PreparedRead(
+        lambda: Host.objects.values_list("meeting_id", "role", "state").annotate(n=Count("pk")).order_by("role")
+    )
+    assert named() == list(
+        Host.objects.values_list("meeting_id", "role", "state").annotate(n=Count("pk")).order_by("role")
+    )
+    rows = PreparedRead(lambda: Host.objects.order_by("pk").values_list("pk", "launched_at", named=True))()
+    assert rows[0].launched_at == T0 and rows[0]._fields == ("pk", "launched_at")
+
+
+def test_model_rows_keep_select_related_and_deferred_fields(meetings):
+    made, host = meetings
+
+    def build(*, meeting_id):
+        return (
+            Host.objects.filter(meeting_id=meeting_id)
+            .select_related("meeting")
+            .only("id", "role", "state", "launched_at", "meeting_id", "meeting__status")
+            .order_by("role", "-generation")
+        )
+
+    read = PreparedRead(build)
+    got = read(meeting_id=made[1].pk)
+    assert [(h.pk, h.role, h.state) for h in got] == [(h.pk, h.role, h.state) for h in build(meeting_id=made[1].pk)]
+    first = next(h for h in got if h.pk == host.pk)
+    assert first.launched_at == T0
+    assert "instance_id" in first.get_deferred_fields()
+    with CaptureQueriesContext(connection) as queries:
+        assert first.meeting.status == MeetingStatus.LAUNCHING  # populated by the join, not a second query
+    assert len(queries) == 0
+    assert read(meeting_id=made[0].pk) == []
+    assert read(meeting_id="no-such-meeting' OR '1'='1") == []  # a value, never SQL
+
+
+def test_lists_none_and_booleans_are_part_of_the_shape(meetings):
+    made, _ = meetings
+
+    def build(*, ids, status):
+        rows = Meeting.objects.exclude(pk__in=ids)
+        if status is not None:
+            rows = rows.filter(status=status)
+        return rows.order_by("meet_time").values_list("pk", flat=True)
+
+    read, builds = _builds(build)
+    everyone = [m.pk for m in made]
+    assert read(ids=[], status=None) == everyone
+    assert read(ids=[made[0].pk], status=None) == everyone[1:]
+    assert read(ids=[made[3].pk], status=None) == everyone[:3]
+    assert read(ids=[made[0].pk, made[2].pk, made[3].pk], status=None) == [made[1].pk]
+    assert read(ids=[], status=MeetingStatus.LAUNCHING) == [made[1].pk]
+    assert read(ids=[made[1].pk], status=MeetingStatus.LAUNCHING) == []
+    # One build per shape: lengths 0, 1 and 3, and the status given or not.
+    assert len(builds) == 5
+
+
+def test_a_builder_that_hides_or_derives_a_value_fails_at_once(meetings):
+    derived = PreparedRead(
+        lambda *, now: Meeting.objects.filter(meet_time__lte=now + timedelta(hours=1)).values_list("pk")
+    )
+    with pytest.raises(PreparedReadError, match="now"):
+        derived(now=T0)
+    with pytest.raises(PreparedReadError, match="aware"):
+        PreparedRead(lambda *, now: Meeting.objects.filter(meet_time__lte=now).values_list("pk"))(
+            now=datetime(2027, 3, 1)
+        )
+    with pytest.raises(PreparedReadError, match="float"):
+        PreparedRead(lambda *, x: Meeting.objects.values_list("pk"))(x=1.5)
+    with pytest.raises(PreparedReadError, match="locks"):
+        PreparedRead(lambda: Meeting.objects.select_for_update())()
