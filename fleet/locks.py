@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from django.db.models import F, Q
 
+from elephant.prepared import PreparedRead
 from fleet.models import Host, PoolInstance, PoolState
 from meetings.models import Meeting
 
@@ -30,6 +31,12 @@ def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]
     return {pk: (state, meeting_id) for pk, state, meeting_id in rows.values_list("pk", "state", "meeting_id")}
 
 
+# The claim's first read (a launch resumed after a crash), at every warm start: compiled once.
+_assigned_to = PreparedRead(
+    lambda *, host_id: PoolInstance.objects.filter(host_id=host_id, state=PoolState.ASSIGNED)[:1]
+)
+
+
 def pool_instance_claim(
     *,
     host_id: int,
@@ -43,7 +50,7 @@ def pool_instance_claim(
     locked, none of the (type, zone) pools in ``avoid`` (out of capacity just now), and one refused for
     capacity before only when there is no other. SKIP LOCKED:
     concurrent launches take different instances instead of queueing on one."""
-    mine = PoolInstance.objects.filter(host_id=host_id, state=PoolState.ASSIGNED).first()
+    mine = next(iter(_assigned_to(host_id=host_id)), None)
     if mine is not None:
         return mine
     rows = PoolInstance.objects.select_for_update(skip_locked=True).filter(

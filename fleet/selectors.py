@@ -141,10 +141,18 @@ def meeting_ids_with_hosts_not_ready(*, meeting_id: str | None = None) -> set[st
     """Active meetings with a current host live but not yet healthy (launching, booting, a
     replacement on its way): what the termination verdict needs to tell a platform fault from a
     no-show. One query; retired generations are never live, so every live host is current."""
-    hosts = Host.objects.filter(meeting__status__in=ACTIVE_STATUSES, state__in=BOOTING_HOST_STATES)
+    return set(_with_hosts_not_ready(meeting_id=meeting_id))
+
+
+def _hosts_not_ready(*, meeting_id: str | None):
+    hosts = Host.objects.filter(meeting__status__in=sorted(ACTIVE_STATUSES), state__in=sorted(BOOTING_HOST_STATES))
     if meeting_id is not None:
         hosts = hosts.filter(meeting_id=meeting_id)
-    return set(hosts.values_list("meeting_id", flat=True).distinct())
+    return hosts.values_list("meeting_id", flat=True).distinct()
+
+
+# Read by the termination sweep and every termination verdict: compiled once (elephant.prepared).
+_with_hosts_not_ready = PreparedRead(_hosts_not_ready)
 
 
 def meeting_statuses(*, meeting_ids: Iterable[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from fleet import aws, services
-from meetings.models import Meeting
+from meetings.selectors import meeting_get
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def meeting_launch_task(meeting_id: str) -> bool:
 
 @shared_task(ignore_result=True, **RETRY_POLICY)
 def meeting_reconcile_task(meeting_id: str) -> None:
-    meeting = Meeting.objects.filter(pk=meeting_id).first()
+    meeting = meeting_get(meeting_id=meeting_id)
     if meeting is not None:
         services.meeting_reconcile(meeting=meeting)
 

@@ -15,7 +15,38 @@ def meetings_for_teacher(*, user):
 
 def meeting_kept_alive(*, meeting_id: str) -> bool:
     """Whether the safety net already kept the meeting alive."""
-    return MeetingEvent.objects.filter(meeting_id=meeting_id, reason=SAFETY_NET_KEPT_ALIVE).exists()
+    return bool(_kept_alive(meeting_id=meeting_id))
+
+
+def meeting_get(*, meeting_id: str, active: bool = False) -> Meeting | None:
+    """The meeting (``active``: only while in an active status), or None."""
+    return next(iter((_active_meeting if active else _meeting)(meeting_id=meeting_id)), None)
+
+
+def meeting_status_refresh(meeting: Meeting) -> None:
+    """``meeting.refresh_from_db(fields=["status", "version"])``, through a read compiled once (the
+    per-meeting tasks re-read these before each decision)."""
+    rows = _status_version(meeting_id=meeting.pk)
+    if not rows:
+        raise Meeting.DoesNotExist("Meeting matching query does not exist.")
+    meeting.status, meeting.version = rows[0]
+
+
+# Reads every per-meeting task makes: compiled once (elephant.prepared).
+_kept_alive = PreparedRead(
+    lambda *, meeting_id: (
+        MeetingEvent.objects.filter(meeting_id=meeting_id, reason=SAFETY_NET_KEPT_ALIVE)
+        .order_by()
+        .values_list("pk", flat=True)[:1]
+    )
+)
+_meeting = PreparedRead(lambda *, meeting_id: Meeting.objects.filter(pk=meeting_id)[:1])
+_active_meeting = PreparedRead(
+    lambda *, meeting_id: Meeting.objects.filter(pk=meeting_id, status__in=sorted(ACTIVE_STATUSES))[:1]
+)
+_status_version = PreparedRead(
+    lambda *, meeting_id: Meeting.objects.filter(pk=meeting_id).values_list("status", "version")
+)
 
 
 def meetings_for_termination(*, now: datetime) -> list[dict]:

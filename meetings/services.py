@@ -28,6 +28,7 @@ from meetings.models import (
 )
 from meetings.policy import SAFETY_NET_KEPT_ALIVE, HostReadiness, status_implied
 from meetings.schedule import schedule_admit, schedule_clean
+from meetings.selectors import meeting_status_refresh
 from meetings.signals import meeting_changed
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def meeting_transition(
             logger.info("meeting %s %s -> %s %s", meeting.pk, from_status, to_status, reason)
             return True
         if attempt + 1 < attempts:
-            meeting.refresh_from_db(fields=["status", "version"])
+            meeting_status_refresh(meeting)
     return False
 
 
@@ -368,7 +369,7 @@ def meeting_end(*, meeting: Meeting, reason: str, actor: str = "system", detail:
 
     The meeting is re-read first: a copy read before a queue must not decide from a stale status.
     """
-    meeting.refresh_from_db(fields=["status", "version"])
+    meeting_status_refresh(meeting)
     return meeting_transition(
         meeting=meeting,
         to_status=MeetingStatus.TERMINATED,

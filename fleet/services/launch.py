@@ -23,6 +23,7 @@ from fleet.services.transitions import host_transition
 from meetings import services as meeting_services
 from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, EventReason, Meeting, MeetingStatus, TerminationReason
 from meetings.policy import PRE_HEALTHY_STATUSES, ROLES
+from meetings.selectors import meeting_get, meeting_status_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def meeting_launch(*, meeting_id: str, actor: str = "system", now: datetime | No
     retries later; configuration errors (``aws.instance_run`` checks the launch configuration)
     fail the meeting with the reason kept.
     """
-    meeting = Meeting.objects.filter(pk=meeting_id).first()
+    meeting = meeting_get(meeting_id=meeting_id)
     if meeting is None:
         return False
     if meeting.status == MeetingStatus.SCHEDULED:
@@ -242,10 +243,10 @@ def meeting_reconcile(*, meeting: Meeting, now: datetime | None = None) -> None:
             )
             if replacement is not None:
                 hosts[role] = replacement
-            meeting.refresh_from_db(fields=["status", "version"])
+            meeting_status_refresh(meeting)
             if meeting.status not in ACTIVE_STATUSES:
                 return
-    meeting.refresh_from_db(fields=["status", "version"])
+    meeting_status_refresh(meeting)
     meeting_progress(meeting=meeting, hosts=hosts)
 
 

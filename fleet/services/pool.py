@@ -91,11 +91,7 @@ def pool_instance_start(
     if profile.pk is None:
         return None
     # The (type, zone) pools EC2 refused a start in just now, for this host or another.
-    out_of_capacity = set(
-        PoolInstance.objects.filter(refused_at__gte=now - CAPACITY_MEMORY)
-        .values_list("instance_type", "availability_zone")
-        .order_by()
-    )
+    out_of_capacity = set(_refused_since(since=now - CAPACITY_MEMORY))
     for _ in range(WARM_START_TRIES):
         with transaction.atomic():
             claimed = locks.pool_instance_claim(
@@ -378,6 +374,12 @@ _upcoming = PreparedRead(
     )
 )
 _booked_in = PreparedRead(_in_windows)
+# Read at every warm start.
+_refused_since = PreparedRead(
+    lambda *, since: (
+        PoolInstance.objects.filter(refused_at__gte=since).values_list("instance_type", "availability_zone").order_by()
+    )
+)
 
 
 def _late_bookings(*, now: datetime, profiles_active: list[DesktopProfile]) -> dict[int, int]:

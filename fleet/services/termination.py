@@ -18,9 +18,9 @@ from fleet.services.dns import host_records_delete
 from fleet.services.planning import boot_samples_record
 from fleet.services.transitions import hosts_transition
 from meetings import services as meeting_services
-from meetings.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Meeting
+from meetings.models import TERMINAL_STATUSES, Meeting
 from meetings.policy import KEEP_ALIVE, PRE_HEALTHY_STATUSES, safety_net_at, termination_verdict
-from meetings.selectors import meeting_kept_alive, meetings_for_termination
+from meetings.selectors import meeting_get, meeting_kept_alive, meetings_for_termination
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def meeting_termination_rules_apply(*, meeting_id: str, now: datetime | None = N
     recorded since must be judged on what it is now, never ended as a no-show while in progress.
     """
     now = now or timezone.now()
-    meeting = Meeting.objects.filter(pk=meeting_id, status__in=ACTIVE_STATUSES).first()
+    meeting = meeting_get(meeting_id=meeting_id, active=True)
     if meeting is None:
         return None
     kept_alive = meeting_kept_alive(meeting_id=meeting.pk)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from elephant.prepared import PreparedRead
 from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import FleetConfigError, dcv_link_build
@@ -17,6 +18,7 @@ from fleet.services.launch import host_retire, meeting_progress
 from fleet.services.termination import meeting_fail
 from fleet.services.transitions import host_transition, hosts_transition
 from meetings.models import ACTIVE_STATUSES, EventReason, TerminationReason
+from meetings.selectors import meeting_status_refresh
 from meetings.services import meeting_record_change
 
 logger = logging.getLogger(__name__)
@@ -138,13 +140,17 @@ def _dns_step(running: list[tuple[int, str, str, str, str]], result: WatchdogRes
             result.running.extend((pk, address, zone) for pk, _, address, zone, _ in batch)
 
 
+# Read by every host_running task: compiled once (elephant.prepared).
+_host_with_meeting = PreparedRead(lambda *, host_id: Host.objects.select_related("meeting").filter(pk=host_id)[:1])
+
+
 def host_running(*, host_id: int, address: str, availability_zone: str = "") -> bool:
     """The host's instance runs with an address and its DNS record is in sync (the watchdog's
     word): record its DCV link (RUNNING -> DNS_WRITTEN) and move the meeting forward.
 
     A host still BOOTING (a direct call) is first moved to RUNNING with the address.
     """
-    host = Host.objects.select_related("meeting").filter(pk=host_id).first()
+    host = next(iter(_host_with_meeting(host_id=host_id)), None)
     if host is None or host.state not in (HostState.BOOTING, HostState.RUNNING):
         return False
     meeting = host.meeting
@@ -176,7 +182,7 @@ def host_running(*, host_id: int, address: str, availability_zone: str = "") -> 
         )
         if written:
             meeting_record_change(meeting=meeting, reason=EventReason.HOST_LINK, detail=f"{host.role}: {link}")
-    meeting.refresh_from_db(fields=["status", "version"])
+    meeting_status_refresh(meeting)
     meeting_progress(meeting=meeting)
     return written
 
