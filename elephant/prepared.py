@@ -16,7 +16,10 @@ Values are passed by name. A value may be an aware ``datetime``, a ``str`` or an
 compared to a column of its kind: the datetime goes through the backend's datetime adapter), or a
 list or tuple of them (one statement per list length, as Django compiles one ``IN (%s, ...)``
 per length). ``None`` and booleans change a query's shape, not a value: they are compiled into it
-(the same value always gives the same SQL). The builder must use each value as given: a value it
+(the same value always gives the same SQL), as is a ``Q`` condition, values and all (a condition
+with other values is another shape). ``PreparedUpdate`` is the same for ``UPDATE``.
+
+The builder must use each value as given: a value it
 derives from (``now - timedelta(...)``) is a new value the marker would not be found as; pass the
 derived value instead. A builder that hides a value this way fails at its first call, not silently.
 """
@@ -28,8 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from django.db import connections
-from django.db.models import QuerySet
+from django.db import connections, transaction
+from django.db.models import Q, QuerySet, sql
 
 # A marker datetime: far from any real one, its microseconds telling the markers apart.
 _MARKER_EPOCH = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -98,21 +101,8 @@ class PreparedRead:
 
     def __call__(self, **values: Any) -> list:
         connection = connections[self._using]
-        shape = tuple(sorted((name, _shape_of(name, value)) for name, value in values.items()))
-        per_connection = self._compiled.get(connection)
-        compiled = per_connection.get(shape) if per_connection is not None else None
-        if compiled is None:
-            compiled = self._compile(connection, values)
-            with self._lock:
-                self._compiled.setdefault(connection, {})[shape] = compiled
-        params = []
-        adapt = connection.ops.adapt_datetimefield_value
-        for name, index in compiled.slots:
-            if name is None:
-                params.append(index)
-                continue
-            value = values[name] if index is None else values[name][index]
-            params.append(adapt(value) if isinstance(value, datetime) else value)
+        compiled = _cached(self, connection, values, self._compile)
+        params = _params(compiled.slots, values, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
@@ -129,38 +119,13 @@ class PreparedRead:
         return [tuple(row) for row in rows]
 
     def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
-        markers: dict[Any, tuple[str, int | None]] = {}
-        arguments: dict[str, Any] = {}
-        counter = iter(range(1, 10**6))
-        for name, value in values.items():
-            if isinstance(value, list | tuple):
-                arguments[name] = [_marker(item, next(counter), name) for item in value]
-                for index, marker in enumerate(arguments[name]):
-                    markers[_adapted(connection, marker)] = (name, index)
-            elif _is_markable(value):
-                arguments[name] = _marker(value, next(counter), name)
-                markers[_adapted(connection, arguments[name])] = (name, None)
-            else:
-                arguments[name] = value  # None or a bool: part of the shape
+        arguments, markers = _markers(connection, values)
         queryset = self._build(**arguments)
         if queryset._prefetch_related_lookups or queryset.query.select_for_update:
             raise PreparedReadError("a prepared read neither prefetches nor locks")
         compiler = queryset.query.get_compiler(using=self._using, connection=connection)
         sql, params = compiler.as_sql()
-        slots = []
-        found = set()
-        for param in params:
-            slot = markers.get(param) if _hashable(param) else None
-            if slot is None:
-                slots.append((None, param))
-            else:
-                slots.append(slot)
-                found.add(slot)
-        missing = sorted({name for name, index in markers.values()} - {name for name, _ in found})
-        if missing:
-            raise PreparedReadError(
-                f"the query does not use {', '.join(missing)} as given (a value derived from it is not a marker)"
-            )
+        slots = _slots(params, markers)
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
         converters = compiler.get_converters(fields)
         query = queryset.query
@@ -182,6 +147,116 @@ class PreparedRead:
         return _Compiled(sql, slots, compiler, converters, columns, row_class)
 
 
+class PreparedUpdate:
+    """``UPDATE`` compiled once per connection and shape: ``build(**markers)`` gives the queryset of
+    the rows to change (as for ``PreparedRead``); a call passes the new values as ``set`` (each a
+    datetime, string or int, or a bool or None, which are part of the shape) and the filter's values
+    by name, and returns the number of rows changed, as ``QuerySet.update`` does (``fixed``: SET
+    expressions that never change, such as ``F("version") + 1``). Not for updates that reach related
+    models' tables (``QuerySet.update`` runs those as separate statements)."""
+
+    def __init__(self, build: Callable[..., QuerySet], *, fixed: dict | None = None, using: str = "default"):
+        self._build = build
+        self._fixed = dict(fixed or {})
+        self._using = using
+        self._compiled: WeakKeyDictionary = WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, set: dict[str, Any], **where: Any) -> int:  # noqa: A002 (SQL's word)
+        connection = connections[self._using]
+        values = {**where, **{_SET + name: value for name, value in set.items()}}
+        compiled = _cached(self, connection, values, self._compile)
+        params = _params(compiled.slots, values, connection)
+        with transaction.mark_for_rollback_on_error(using=self._using), connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            return cursor.rowcount
+
+    def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
+        arguments, markers = _markers(connection, values)
+        where = {name: value for name, value in arguments.items() if not name.startswith(_SET)}
+        updates = {name.removeprefix(_SET): value for name, value in arguments.items() if name.startswith(_SET)}
+        query = self._build(**where).query.chain(sql.UpdateQuery)
+        query.add_update_values({**updates, **self._fixed})
+        query.clear_select_clause()
+        if query.related_updates:
+            raise PreparedReadError("a prepared update changes one table")
+        compiler = query.get_compiler(using=self._using, connection=connection)
+        statement, params = compiler.as_sql()
+        return _Compiled(statement, _slots(params, markers), compiler, [], [], None)
+
+
+_SET = "\x1fset:"
+# Shapes kept per connection and prepared statement before the oldest are dropped (a list's length is
+# part of a shape: a read by a list of ids of every length would otherwise keep one for each).
+MAX_SHAPES = 64
+
+
+def _cached(prepared, connection, values: dict[str, Any], compile_one) -> _Compiled:
+    shape = tuple(sorted((name, _shape_of(name, value)) for name, value in values.items()))
+    per_connection = prepared._compiled.get(connection)
+    compiled = per_connection.get(shape) if per_connection is not None else None
+    if compiled is None:
+        compiled = compile_one(connection, values)
+        with prepared._lock:
+            shapes = prepared._compiled.setdefault(connection, {})
+            if len(shapes) >= MAX_SHAPES:
+                del shapes[next(iter(shapes))]
+            shapes[shape] = compiled
+    return compiled
+
+
+def _params(slots, values: dict[str, Any], connection) -> list:
+    params = []
+    adapt = connection.ops.adapt_datetimefield_value
+    for name, index in slots:
+        if name is None:
+            params.append(index)
+            continue
+        value = values[name] if index is None else values[name][index]
+        params.append(adapt(value) if isinstance(value, datetime) else value)
+    return params
+
+
+def _markers(connection, values: dict[str, Any]) -> tuple[dict[str, Any], dict[Any, tuple[str, int | None]]]:
+    """The builder's arguments (a marker in place of each value) and, per marker as the compiled
+    parameters carry it, the value it stands for (name, and index within a list)."""
+    markers: dict[Any, tuple[str, int | None]] = {}
+    arguments: dict[str, Any] = {}
+    counter = iter(range(1, 10**6))
+    for name, value in values.items():
+        if isinstance(value, list | tuple):
+            arguments[name] = [_marker(item, next(counter), name) for item in value]
+            for index, marker in enumerate(arguments[name]):
+                markers[_adapted(connection, marker)] = (name, index)
+        elif _is_markable(value):
+            arguments[name] = _marker(value, next(counter), name)
+            markers[_adapted(connection, arguments[name])] = (name, None)
+        else:
+            arguments[name] = value  # None, a bool or a Q: part of the shape
+    return arguments, markers
+
+
+def _slots(params, markers: dict[Any, tuple[str, int | None]]) -> list[tuple]:
+    """Per compiled parameter: the value it takes (name, index), or (None, the constant)."""
+    slots = []
+    found = set()
+    for param in params:
+        slot = markers.get(param) if _hashable(param) else None
+        if slot is None:
+            slots.append((None, param))
+        else:
+            slots.append(slot)
+            found.add(slot)
+    missing = sorted(
+        {name.removeprefix(_SET) for name, _ in markers.values()} - {name.removeprefix(_SET) for name, _ in found}
+    )
+    if missing:
+        raise PreparedReadError(
+            f"the query does not use {', '.join(missing)} as given (a value derived from it is not a marker)"
+        )
+    return slots
+
+
 def _shape_of(name: str, value: Any) -> Any:
     if isinstance(value, list | tuple):
         if not all(_is_markable(item) for item in value):
@@ -191,7 +266,20 @@ def _shape_of(name: str, value: Any) -> Any:
         return type(value).__name__
     if value is None or isinstance(value, bool):
         return ("value", value)
-    raise PreparedReadError(f"{name}: a datetime, string, int, bool, None or a list, not {type(value).__name__}")
+    if isinstance(value, Q):
+        # A condition the caller composed: part of the shape, all of it (its values too, so a condition
+        # with other values is another statement, never this one's with stale values).
+        return ("condition", repr(value))
+    raise PreparedReadError(f"{name}: a datetime, string, int, bool, None, Q or a list, not {type(value).__name__}")
+
+
+def settable(values: dict[str, Any]) -> bool:
+    """Whether ``PreparedUpdate`` takes these SET values (else the caller updates through the ORM): each an
+    aware datetime, a string, an int, a bool or None, not an expression."""
+    return all(
+        value is None or isinstance(value, str | int) or (isinstance(value, datetime) and value.tzinfo is not None)
+        for value in values.values()
+    )
 
 
 def _is_markable(value: Any) -> bool:

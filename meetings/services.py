@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from elephant.prepared import PreparedUpdate, settable
 from meetings.models import (
     ACTIVE_STATUSES,
     EventReason,
@@ -226,6 +227,13 @@ def _shown(value) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+# Every transition's and change's UPDATE: compiled once per set of fields changed (elephant.prepared).
+_meeting_update = PreparedUpdate(
+    lambda *, pk, status: Meeting.objects.filter(pk=pk, status=status), fixed={"version": F("version") + 1}
+)
+_meeting_changed = PreparedUpdate(lambda *, pk: Meeting.objects.filter(pk=pk), fixed={"version": F("version") + 1})
+
+
 def meeting_transition(
     *,
     meeting: Meeting,
@@ -255,9 +263,14 @@ def meeting_transition(
         if from_status not in allowed:
             return False
         with transaction.atomic(savepoint=False):
-            updated = Meeting.objects.filter(pk=meeting.pk, status=from_status).update(
-                status=to_status, version=F("version") + 1, updated_at=now, **values
-            )
+            if settable(values):
+                updated = _meeting_update(
+                    {"status": to_status, "updated_at": now, **values}, pk=meeting.pk, status=from_status
+                )
+            else:
+                updated = Meeting.objects.filter(pk=meeting.pk, status=from_status).update(
+                    status=to_status, version=F("version") + 1, updated_at=now, **values
+                )
             if updated:
                 MeetingEvent.objects.create(
                     meeting_id=meeting.pk,
@@ -288,7 +301,10 @@ def meeting_record_change(
     values = dict(fields or {})
     now = timezone.now()
     with transaction.atomic(savepoint=False):
-        Meeting.objects.filter(pk=meeting.pk).update(version=F("version") + 1, updated_at=now, **values)
+        if settable(values):
+            _meeting_changed({"updated_at": now, **values}, pk=meeting.pk)
+        else:
+            Meeting.objects.filter(pk=meeting.pk).update(version=F("version") + 1, updated_at=now, **values)
         MeetingEvent.objects.create(meeting_id=meeting.pk, reason=reason, detail=detail, actor=actor)
         _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=reason)
     meeting.version += 1

@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.test.utils import CaptureQueriesContext
 
-from elephant.prepared import PreparedRead, PreparedReadError
+from elephant.prepared import PreparedRead, PreparedReadError, PreparedUpdate, settable
 from fleet.models import Host, HostState
 from meetings.models import Meeting, MeetingEvent, MeetingStatus
 from tests.factories import make_meeting
@@ -143,3 +143,52 @@ def test_a_builder_that_hides_or_derives_a_value_fails_at_once(meetings):
         PreparedRead(lambda *, x: Meeting.objects.values_list("pk"))(x=1.5)
     with pytest.raises(PreparedReadError, match="locks"):
         PreparedRead(lambda: Meeting.objects.select_for_update())()
+
+
+def test_an_update_changes_what_the_orms_would_and_counts_the_rows(meetings):
+    made, host = meetings
+    update = PreparedUpdate(lambda *, pk, state: Host.objects.filter(pk=pk, state=state))
+    later = T0 + timedelta(minutes=7)
+    assert (
+        update(
+            {"state": HostState.RUNNING, "running_at": later, "public_address": "198.51.100.7"},
+            pk=host.pk,
+            state=HostState.BOOTING,
+        )
+        == 1
+    )
+    host.refresh_from_db()
+    assert (host.state, host.running_at, host.public_address) == (HostState.RUNNING, later, "198.51.100.7")
+    # The same statement again: the row is no longer BOOTING, nothing changes.
+    assert (
+        update(
+            {"state": HostState.RUNNING, "running_at": T0, "public_address": "x"}, pk=host.pk, state=HostState.BOOTING
+        )
+        == 0
+    )
+    host.refresh_from_db()
+    assert host.running_at == later
+    # None and booleans are part of the shape; a condition too, with its values.
+    assert (
+        update(
+            {"state": HostState.HEALTHY, "running_at": None, "warm_start": True}, pk=host.pk, state=HostState.RUNNING
+        )
+        == 1
+    )
+    host.refresh_from_db()
+    assert (host.state, host.running_at, host.warm_start) == (HostState.HEALTHY, None, True)
+
+
+def test_an_update_keeps_its_fixed_expressions_and_conditions_with_their_own_values(meetings):
+    made, host = meetings
+    bump = PreparedUpdate(
+        lambda *, pk, condition: Meeting.objects.filter(pk=pk).filter(condition), fixed={"version": F("version") + 1}
+    )
+    version = Meeting.objects.get(pk=made[0].pk).version
+    assert bump({"updated_at": T0}, pk=made[0].pk, condition=Q(status=MeetingStatus.SCHEDULED)) == 1
+    assert bump({"updated_at": T0}, pk=made[0].pk, condition=Q(status=MeetingStatus.LAUNCHING)) == 0
+    assert bump({"updated_at": T0}, pk=made[0].pk, condition=Q(status=MeetingStatus.SCHEDULED)) == 1
+    assert Meeting.objects.get(pk=made[0].pk).version == version + 2
+    assert settable({"a": T0, "b": "x", "c": 3, "d": None, "e": False})
+    assert not settable({"a": F("version") + 1})
+    assert not settable({"a": datetime(2027, 3, 1)})

@@ -13,10 +13,21 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from elephant.prepared import PreparedUpdate, settable
 from fleet.locks import hosts_lock
 from fleet.models import Host, HostEvent
 
 logger = logging.getLogger(__name__)
+
+
+def _one_host(*, pk: int, state: str, condition: Q | None):
+    rows = Host.objects.filter(pk=pk, state=state)
+    return rows if condition is None else rows.filter(condition)
+
+
+# Every transition's UPDATE: compiled once per set of fields changed (elephant.prepared).
+_host_update = PreparedUpdate(_one_host)
+_hosts_update = PreparedUpdate(lambda *, pks: Host.objects.filter(pk__in=pks))
 
 
 def host_transition(
@@ -45,11 +56,14 @@ def host_transition(
         from_state = host.state
         if from_state not in allowed:
             return False
-        rows = Host.objects.filter(pk=host.pk, state=from_state)
-        if condition is not None:
-            rows = rows.filter(condition)
         with transaction.atomic(savepoint=False):
-            updated = rows.update(state=to_state, **values)
+            if settable(values):
+                updated = _host_update({"state": to_state, **values}, pk=host.pk, state=from_state, condition=condition)
+            else:
+                rows = Host.objects.filter(pk=host.pk, state=from_state)
+                if condition is not None:
+                    rows = rows.filter(condition)
+                updated = rows.update(state=to_state, **values)
             if updated:
                 HostEvent.objects.create(
                     host_id=host.pk,
@@ -93,7 +107,10 @@ def hosts_transition(
         locked = hosts_lock(where=where, states=allowed_from)
         if not locked:
             return []
-        Host.objects.filter(pk__in=list(locked)).update(state=to_state, **values)
+        if settable(values):
+            _hosts_update({"state": to_state, **values}, pks=list(locked))
+        else:
+            Host.objects.filter(pk__in=list(locked)).update(state=to_state, **values)
         HostEvent.objects.bulk_create(
             HostEvent(
                 host_id=pk,
