@@ -19,9 +19,10 @@ per length). ``None`` and booleans change a query's shape, not a value: they are
 (the same value always gives the same SQL), as is a ``Q`` condition, values and all (a condition
 with other values is another shape). ``PreparedUpdate`` is the same for ``UPDATE``.
 
-The builder must use each value as given: a value it
-derives from (``now - timedelta(...)``) is a new value the marker would not be found as; pass the
-derived value instead. A builder that hides a value this way fails at its first call, not silently.
+The builder must use each value as given: a value it derives from (``now - timedelta(...)``) is a
+new value the marker would not be found as; pass the derived value instead. A builder that hides a
+value this way fails at its first call, not silently. A statement is kept per connection (a thread's
+own) and shape, at most ``MAX_SHAPES`` of them per prepared read.
 """
 
 import threading
