@@ -26,7 +26,7 @@ own) and shape, at most ``MAX_SHAPES`` of them per prepared read.
 """
 
 import threading
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,22 +187,28 @@ class PreparedUpdate:
 
 
 _SET = "\x1fset:"
-# Shapes kept per connection and prepared statement before the oldest are dropped (a list's length is
-# part of a shape: a read by a list of ids of every length would otherwise keep one for each).
+# Shapes kept per connection and prepared statement before the least recently used is dropped (a list's
+# length is part of a shape: a read by a list of ids of every length would otherwise keep one for each).
+# The shapes of a connection are its own thread's: only that thread changes them.
 MAX_SHAPES = 64
 
 
 def _cached(prepared, connection, values: dict[str, Any], compile_one) -> _Compiled:
     shape = tuple(sorted((name, _shape_of(name, value)) for name, value in values.items()))
-    per_connection = prepared._compiled.get(connection)
-    compiled = per_connection.get(shape) if per_connection is not None else None
+    shapes = prepared._compiled.get(connection)
+    if shapes is None:
+        with prepared._lock:
+            shapes = prepared._compiled.setdefault(connection, OrderedDict())
+    compiled = shapes.get(shape)
     if compiled is None:
         compiled = compile_one(connection, values)
-        with prepared._lock:
-            shapes = prepared._compiled.setdefault(connection, {})
-            if len(shapes) >= MAX_SHAPES:
-                del shapes[next(iter(shapes))]
-            shapes[shape] = compiled
+        if len(shapes) >= MAX_SHAPES:
+            # The least recently used goes: a shape met once (a condition carrying this call's time) does
+            # not push out the ones every call uses.
+            shapes.popitem(last=False)
+        shapes[shape] = compiled
+    else:
+        shapes.move_to_end(shape)
     return compiled
 
 

@@ -192,3 +192,16 @@ def test_an_update_keeps_its_fixed_expressions_and_conditions_with_their_own_val
     assert settable({"a": T0, "b": "x", "c": 3, "d": None, "e": False})
     assert not settable({"a": F("version") + 1})
     assert not settable({"a": datetime(2027, 3, 1)})
+
+
+def test_the_least_recently_used_shape_goes_first_when_a_statement_holds_its_most(meetings, monkeypatch):
+    monkeypatch.setattr("elephant.prepared.MAX_SHAPES", 3)
+    read, builds = _builds(lambda *, ids: Meeting.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    made, _ = meetings
+    ids = [m.pk for m in made]
+    for length in (1, 2, 1, 3, 4):  # 2 is the least recently used when 4 comes
+        assert sorted(read(ids=ids[:length])) == sorted(ids[:length])
+    assert [len(b["ids"]) for b in builds] == [1, 2, 3, 4]
+    read(ids=ids[:1])  # kept: used just before 3 and 4
+    read(ids=ids[:2])  # dropped: built again
+    assert [len(b["ids"]) for b in builds] == [1, 2, 3, 4, 2]
