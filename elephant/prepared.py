@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, transaction
 from django.db.models import Q, QuerySet, sql
 
@@ -103,6 +104,8 @@ class PreparedRead:
     def __call__(self, **values: Any) -> list:
         connection = connections[self._using]
         compiled = _cached(self, connection, values, self._compile)
+        if compiled.sql is None:  # a filter nothing can match (``pk__in=[]``): no query, as the ORM
+            return []
         params = _params(compiled.slots, values, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -125,7 +128,10 @@ class PreparedRead:
         if queryset._prefetch_related_lookups or queryset.query.select_for_update:
             raise PreparedReadError("a prepared read neither prefetches nor locks")
         compiler = queryset.query.get_compiler(using=self._using, connection=connection)
-        sql, params = compiler.as_sql()
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            return _Compiled(None, [], compiler, [], [], None)
         slots = _slots(params, markers)
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
         converters = compiler.get_converters(fields)
@@ -167,6 +173,8 @@ class PreparedUpdate:
         connection = connections[self._using]
         values = {**where, **{_SET + name: value for name, value in set.items()}}
         compiled = _cached(self, connection, values, self._compile)
+        if compiled.sql is None:  # a filter nothing can match: no rows change, no query, as the ORM
+            return 0
         params = _params(compiled.slots, values, connection)
         with transaction.mark_for_rollback_on_error(using=self._using), connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -182,7 +190,10 @@ class PreparedUpdate:
         if query.related_updates:
             raise PreparedReadError("a prepared update changes one table")
         compiler = query.get_compiler(using=self._using, connection=connection)
-        statement, params = compiler.as_sql()
+        try:
+            statement, params = compiler.as_sql()
+        except EmptyResultSet:
+            return _Compiled(None, [], compiler, [], [], None)
         return _Compiled(statement, _slots(params, markers), compiler, [], [], None)
 
 

@@ -205,3 +205,15 @@ def test_the_least_recently_used_shape_goes_first_when_a_statement_holds_its_mos
     read(ids=ids[:1])  # kept: used just before 3 and 4
     read(ids=ids[:2])  # dropped: built again
     assert [len(b["ids"]) for b in builds] == [1, 2, 3, 4, 2]
+
+
+def test_a_filter_nothing_can_match_asks_the_database_nothing_as_the_orm(meetings):
+    read = PreparedRead(lambda *, ids: Meeting.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    update = PreparedUpdate(lambda *, ids: Meeting.objects.filter(pk__in=ids))
+    made, _ = meetings
+    with CaptureQueriesContext(connection) as queries:
+        assert read(ids=[]) == []
+        assert update({"updated_at": T0}, ids=[]) == 0
+    assert len(queries) == 0
+    assert read(ids=[made[0].pk]) == [made[0].pk]
+    assert update({"updated_at": T0}, ids=[made[0].pk]) == 1
