@@ -159,8 +159,10 @@ class PreparedUpdate:
     the rows to change (as for ``PreparedRead``); a call passes the new values as ``set`` (each a
     datetime, string or int, or a bool or None, which are part of the shape) and the filter's values
     by name, and returns the number of rows changed, as ``QuerySet.update`` does (``fixed``: SET
-    expressions that never change, such as ``F("version") + 1``). Not for updates that reach related
-    models' tables (``QuerySet.update`` runs those as separate statements)."""
+    expressions that never change, such as ``F("version") + 1``). New values the statement cannot take
+    as parameters (an expression: ``F("sequence") + 1``) go through ``QuerySet.update`` of the same rows.
+    Not for updates that reach related models' tables (``QuerySet.update`` runs those as separate
+    statements)."""
 
     def __init__(self, build: Callable[..., QuerySet], *, fixed: dict | None = None, using: str = "default"):
         self._build = build
@@ -170,6 +172,8 @@ class PreparedUpdate:
         self._lock = threading.Lock()
 
     def __call__(self, set: dict[str, Any], **where: Any) -> int:  # noqa: A002 (SQL's word)
+        if not settable(set):  # an expression among the new values: the ORM's update, built this once
+            return self._build(**where).update(**set, **self._fixed)
         connection = connections[self._using]
         values = {**where, **{_SET + name: value for name, value in set.items()}}
         compiled = _cached(self, connection, values, self._compile)
@@ -292,8 +296,8 @@ def _shape_of(name: str, value: Any) -> Any:
 
 
 def settable(values: dict[str, Any]) -> bool:
-    """Whether ``PreparedUpdate`` takes these SET values (else the caller updates through the ORM): each an
-    aware datetime, a string, an int, a bool or None, not an expression."""
+    """Whether ``PreparedUpdate`` runs these SET values through its compiled statement (else through the
+    ORM's update): each an aware datetime, a string, an int, a bool or None, not an expression."""
     return all(
         value is None or isinstance(value, str | int) or (isinstance(value, datetime) and value.tzinfo is not None)
         for value in values.values()

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from elephant.prepared import PreparedUpdate, settable
+from elephant.prepared import PreparedUpdate
 from meetings.models import (
     ACTIVE_STATUSES,
     EventReason,
@@ -263,14 +263,9 @@ def meeting_transition(
         if from_status not in allowed:
             return False
         with transaction.atomic(savepoint=False):
-            if settable(values):
-                updated = _meeting_update(
-                    {"status": to_status, "updated_at": now, **values}, pk=meeting.pk, status=from_status
-                )
-            else:
-                updated = Meeting.objects.filter(pk=meeting.pk, status=from_status).update(
-                    status=to_status, version=F("version") + 1, updated_at=now, **values
-                )
+            updated = _meeting_update(
+                {"status": to_status, "updated_at": now, **values}, pk=meeting.pk, status=from_status
+            )
             if updated:
                 MeetingEvent.objects.create(
                     meeting_id=meeting.pk,
@@ -301,10 +296,7 @@ def meeting_record_change(
     values = dict(fields or {})
     now = timezone.now()
     with transaction.atomic(savepoint=False):
-        if settable(values):
-            _meeting_changed({"updated_at": now, **values}, pk=meeting.pk)
-        else:
-            Meeting.objects.filter(pk=meeting.pk).update(version=F("version") + 1, updated_at=now, **values)
+        _meeting_changed({"updated_at": now, **values}, pk=meeting.pk)
         MeetingEvent.objects.create(meeting_id=meeting.pk, reason=reason, detail=detail, actor=actor)
         _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=reason)
     meeting.version += 1

@@ -189,6 +189,12 @@ def test_an_update_keeps_its_fixed_expressions_and_conditions_with_their_own_val
     assert bump({"updated_at": T0}, pk=made[0].pk, condition=Q(status=MeetingStatus.LAUNCHING)) == 0
     assert bump({"updated_at": T0}, pk=made[0].pk, condition=Q(status=MeetingStatus.SCHEDULED)) == 1
     assert Meeting.objects.get(pk=made[0].pk).version == version + 2
+    # An expression among the new values: the ORM's update of the same rows, fixed expressions included.
+    sequence = Meeting.objects.get(pk=made[0].pk).sequence
+    assert bump({"sequence": F("sequence") + 1}, pk=made[0].pk, condition=Q(status=MeetingStatus.SCHEDULED)) == 1
+    assert bump({"sequence": F("sequence") + 1}, pk=made[0].pk, condition=Q(status=MeetingStatus.LAUNCHING)) == 0
+    changed = Meeting.objects.get(pk=made[0].pk)
+    assert (changed.sequence, changed.version) == (sequence + 1, version + 3)
     assert settable({"a": T0, "b": "x", "c": 3, "d": None, "e": False})
     assert not settable({"a": F("version") + 1})
     assert not settable({"a": datetime(2027, 3, 1)})

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from elephant.prepared import PreparedUpdate, settable
+from elephant.prepared import PreparedUpdate
 from fleet.locks import hosts_lock
 from fleet.models import Host, HostEvent
 
@@ -57,13 +57,7 @@ def host_transition(
         if from_state not in allowed:
             return False
         with transaction.atomic(savepoint=False):
-            if settable(values):
-                updated = _host_update({"state": to_state, **values}, pk=host.pk, state=from_state, condition=condition)
-            else:
-                rows = Host.objects.filter(pk=host.pk, state=from_state)
-                if condition is not None:
-                    rows = rows.filter(condition)
-                updated = rows.update(state=to_state, **values)
+            updated = _host_update({"state": to_state, **values}, pk=host.pk, state=from_state, condition=condition)
             if updated:
                 HostEvent.objects.create(
                     host_id=host.pk,
@@ -107,10 +101,7 @@ def hosts_transition(
         locked = hosts_lock(where=where, states=allowed_from)
         if not locked:
             return []
-        if settable(values):
-            _hosts_update({"state": to_state, **values}, pks=list(locked))
-        else:
-            Host.objects.filter(pk__in=list(locked)).update(state=to_state, **values)
+        _hosts_update({"state": to_state, **values}, pks=list(locked))
         HostEvent.objects.bulk_create(
             HostEvent(
                 host_id=pk,
