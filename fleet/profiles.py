@@ -23,9 +23,15 @@ def builtin_default_profile() -> DesktopProfile:
     return DesktopProfile(name="default", os=DesktopOs.WINDOWS, allows_imdsv1=True, is_default=True)
 
 
-# Read by every launch and booking: compiled once (elephant.prepared).
+# Read by every launch and booking, every plan and pool sweep: compiled once (elephant.prepared).
 _default_profile = PreparedRead(lambda: DesktopProfile.objects.filter(is_default=True)[:1])
 _profile_named = PreparedRead(lambda *, name: DesktopProfile.objects.filter(name=name)[:1])
+_profiles_all = PreparedRead(lambda: DesktopProfile.objects.all())
+
+
+def desktop_profiles_all() -> list[DesktopProfile]:
+    """Every profile staff defined (active or not), in the model's order."""
+    return _profiles_all()
 
 
 def desktop_profile_resolve(name: str) -> DesktopProfile:

@@ -24,6 +24,11 @@ from meetings.policy import PRE_HEALTHY_STATUSES
 LAUNCH_STUCK_AFTER = timedelta(minutes=2)
 
 
+# A role's current host comes first among its hosts: the newest generation (a replacement supersedes
+# the host it replaces; ``hosts_current`` and ``hosts_current_many`` keep the first per role).
+_NEWEST_PER_ROLE = ("role", "-generation")
+
+
 def hosts_current(*, meeting_id: str) -> dict[str, Host]:
     """Role -> the role's current host (its newest generation)."""
     current: dict[str, Host] = {}
@@ -39,14 +44,14 @@ def hosts_current_many(*, meeting_ids: Iterable[str]) -> dict[str, dict[str, Hos
     replaces. (The join query, ``_join_sql``, is the same rule in SQL.)
     """
     current: dict[str, dict[str, Host]] = {}
-    for host in Host.objects.filter(meeting_id__in=list(meeting_ids)).order_by("meeting_id", "role", "-generation"):
+    for host in Host.objects.filter(meeting_id__in=list(meeting_ids)).order_by("meeting_id", *_NEWEST_PER_ROLE):
         current.setdefault(host.meeting_id, {}).setdefault(host.role, host)
     return current
 
 
 # One meeting's hosts, newest generation first per role: read by every per-meeting task (compiled once).
 _meeting_hosts = PreparedRead(
-    lambda *, meeting_id: Host.objects.filter(meeting_id=meeting_id).order_by("role", "-generation")
+    lambda *, meeting_id: Host.objects.filter(meeting_id=meeting_id).order_by(*_NEWEST_PER_ROLE)
 )
 
 

@@ -278,7 +278,6 @@ _last_fitted_at = PreparedRead(
     lambda: BootEstimate.objects.order_by("-fitted_at").values_list("fitted_at", flat=True)[:1]
 )
 _estimates_all = PreparedRead(lambda: BootEstimate.objects.all())
-_profiles_all = PreparedRead(lambda: DesktopProfile.objects.all())
 
 
 def boot_estimates_refit(*, now: datetime | None = None, force: bool = False) -> int:
@@ -367,9 +366,9 @@ class BootModel:
         for estimate in _estimates_all():
             key = (estimate.ami_id, estimate.instance_type, estimate.availability_zone, estimate.warm_start)
             model.estimates[key] = estimate.distribution
-        from fleet.profiles import builtin_default_profile
+        from fleet.profiles import builtin_default_profile, desktop_profiles_all
 
-        rows = _profiles_all()
+        rows = desktop_profiles_all()
         default = next((p for p in rows if p.is_default), None) or builtin_default_profile()
         for profile in [*rows, default]:
             types = profile.instance_type_list or list(settings.ELEPHANT_INSTANCE_TYPES) or [""]

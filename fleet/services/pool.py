@@ -211,7 +211,7 @@ def fleet_pool_sweep(*, now: datetime | None = None) -> PoolSweepResult:
     rows = [SimpleNamespace(pk=row["id"], **row) for row in _sweep_rows()]
     if not rows and not enabled:
         return result
-    images = {profile.pk: _profile_image(profile) for profile in _profiles_all()}
+    images = {profile.pk: _profile_image(profile) for profile in profiles.desktop_profiles_all()}
     _follow(rows, now=now, result=result)
     wanted = _wanted(now=now) if enabled else {}
     held = [r for r in rows if r.state in (PoolState.BUILDING, PoolState.STOPPING, PoolState.READY)]
@@ -363,7 +363,6 @@ _sweep_rows = PreparedRead(
         state__in=(PoolState.BUILDING, PoolState.STOPPING, PoolState.READY, PoolState.RETIRING)
     ).values(*_SWEEP_FIELDS)
 )
-_profiles_all = PreparedRead(lambda: DesktopProfile.objects.all())
 _profiles_active = PreparedRead(lambda: DesktopProfile.objects.filter(is_active=True))
 _upcoming = PreparedRead(
     lambda *, now, horizon: (
