@@ -27,7 +27,7 @@ own) and shape, at most ``MAX_SHAPES`` of them per prepared read.
 
 import threading
 from collections import OrderedDict, namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -35,6 +35,7 @@ from weakref import WeakKeyDictionary
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, transaction
 from django.db.models import Q, QuerySet, sql
+from django.db.transaction import TransactionManagementError
 
 # A marker datetime: far from any real one, its microseconds telling the markers apart.
 _MARKER_EPOCH = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -46,10 +47,11 @@ class PreparedReadError(RuntimeError):
 
 
 class _Compiled:
-    __slots__ = ("sql", "slots", "compiler", "converters", "columns", "row_class", "models")
+    __slots__ = ("sql", "slots", "compiler", "converters", "columns", "row_class", "models", "locks")
 
-    def __init__(self, sql, slots, compiler, converters, columns, row_class, models=None):
+    def __init__(self, sql, slots, compiler, converters, columns, row_class, models=None, locks=False):
         self.sql = sql
+        self.locks = locks  # SELECT ... FOR UPDATE: only inside a transaction, as the ORM checks
         self.slots = slots  # per SQL parameter: (name, index within a list or None) or (None, constant)
         self.compiler = compiler
         self.converters = converters
@@ -93,7 +95,8 @@ class PreparedRead:
     queryset). Calling it returns the rows as a list: model instances for a plain queryset (with
     its ``select_related``, ``only`` and annotations, as iterating it gives), tuples for
     ``values_list`` (named tuples with ``named=True``; the values themselves with ``flat=True``),
-    dicts for ``values``. Not for ``prefetch_related`` or ``select_for_update``."""
+    dicts for ``values``. ``select_for_update`` locks as the ORM's does, and like it refuses to run
+    outside a transaction (``TransactionManagementError``). Not for ``prefetch_related``."""
 
     def __init__(self, build: Callable[..., QuerySet], *, using: str = "default"):
         self._build = build
@@ -106,6 +109,8 @@ class PreparedRead:
         compiled = _cached(self, connection, values, self._compile)
         if compiled.sql is None:  # a filter nothing can match (``pk__in=[]``): no query, as the ORM
             return []
+        if compiled.locks and connection.get_autocommit():
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         params = _params(compiled.slots, values, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -125,8 +130,13 @@ class PreparedRead:
     def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
         arguments, markers = _markers(connection, values)
         queryset = self._build(**arguments)
-        if queryset._prefetch_related_lookups or queryset.query.select_for_update:
-            raise PreparedReadError("a prepared read neither prefetches nor locks")
+        if queryset._prefetch_related_lookups:
+            raise PreparedReadError("a prepared read does not prefetch")
+        features = connection.features
+        # Where the ORM would check for a transaction at each compile (compiler.as_sql): at each call.
+        locks = bool(
+            queryset.query.select_for_update and features.has_select_for_update and features.supports_transactions
+        )
         compiler = queryset.query.get_compiler(using=self._using, connection=connection)
         try:
             sql, params = compiler.as_sql()
@@ -140,7 +150,7 @@ class PreparedRead:
         iterable = queryset._iterable_class.__name__
         if iterable == "ModelIterable":
             models = _Models(compiler, self._using)
-            return _Compiled(sql, slots, compiler, converters, columns, None, models)
+            return _Compiled(sql, slots, compiler, converters, columns, None, models, locks)
         if iterable == "FlatValuesListIterable":
             row_class = "flat"
         elif iterable == "ValuesIterable":
@@ -151,7 +161,7 @@ class PreparedRead:
             row_class = None
         else:
             raise PreparedReadError(f"a prepared read gives values() or values_list() rows, not {iterable}")
-        return _Compiled(sql, slots, compiler, converters, columns, row_class)
+        return _Compiled(sql, slots, compiler, converters, columns, row_class, None, locks)
 
 
 class PreparedUpdate:
@@ -184,6 +194,30 @@ class PreparedUpdate:
             cursor.execute(compiled.sql, params)
             return cursor.rowcount
 
+    def many(self, calls: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Many updates, each ``(set, where)`` as one call takes them, in one transaction: the calls of
+        one shape as one ``executemany`` (what ``bulk_update`` does with a CASE per row, without
+        building one), those with an expression among their new values one by one."""
+        connection = connections[self._using]
+        batches: dict[int, tuple[_Compiled, list]] = {}
+        singles = []
+        for set_values, where in calls:
+            if not settable(set_values):
+                singles.append((set_values, where))
+                continue
+            values = {**where, **{_SET + name: value for name, value in set_values.items()}}
+            compiled = _cached(self, connection, values, self._compile)
+            if compiled.sql is not None:
+                batches.setdefault(id(compiled), (compiled, []))[1].append(_params(compiled.slots, values, connection))
+        if not batches and not singles:
+            return
+        with transaction.atomic(using=self._using, savepoint=False):
+            with connection.cursor() as cursor:
+                for compiled, rows in batches.values():
+                    cursor.executemany(compiled.sql, rows)
+            for set_values, where in singles:
+                self(set_values, **where)
+
     def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
         arguments, markers = _markers(connection, values)
         where = {name: value for name, value in arguments.items() if not name.startswith(_SET)}
@@ -199,6 +233,54 @@ class PreparedUpdate:
         except EmptyResultSet:
             return _Compiled(None, [], compiler, [], [], None)
         return _Compiled(statement, _slots(params, markers), compiler, [], [], None)
+
+
+class PreparedInsert:
+    """``INSERT`` of a model's rows, compiled once per connection: what ``bulk_create`` sends for rows
+    without a primary key (every concrete column; defaults and ``auto_now_add`` filled in by the model's
+    own fields, values adapted by them), without building the statement each time. As ``bulk_create``,
+    no ``save()``, no signals, and the new rows' ids are not read back: for the append-only logs
+    (meeting and host events) the sweeps write at every transition."""
+
+    def __init__(self, model, *, using: str = "default"):
+        self._model = model
+        self._using = using
+        self._compiled: WeakKeyDictionary = WeakKeyDictionary()  # connection -> (sql, fields)
+        self._lock = threading.Lock()
+
+    def __call__(self, **values: Any) -> None:
+        self.many([values])
+
+    def many(self, rows: Iterable[dict[str, Any]]) -> None:
+        connection = connections[self._using]
+        rows = list(rows)
+        objs = [self._model(**values) for values in rows]
+        if not objs:
+            return
+        if any(hasattr(value, "resolve_expression") for values in rows for value in values.values()):
+            self._model._default_manager.using(self._using).bulk_create(objs)  # SQL of its own: the ORM's
+            return
+        statement, fields = self._statement(connection, objs[0])
+        params = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs]
+        if len(params) == 1:
+            with transaction.mark_for_rollback_on_error(using=self._using), connection.cursor() as cursor:
+                cursor.execute(statement, params[0])
+            return
+        with transaction.atomic(using=self._using, savepoint=False), connection.cursor() as cursor:
+            cursor.executemany(statement, params)  # all the rows or none, as bulk_create
+
+    def _statement(self, connection, obj) -> tuple[str, list]:
+        compiled = self._compiled.get(connection)
+        if compiled is None:
+            opts = self._model._meta
+            fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
+            query = sql.InsertQuery(self._model)
+            query.insert_values(fields, [obj])
+            ((statement, _),) = query.get_compiler(using=self._using, connection=connection).as_sql()
+            compiled = (statement, fields)
+            with self._lock:
+                self._compiled[connection] = compiled
+        return compiled
 
 
 _SET = "\x1fset:"

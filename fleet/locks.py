@@ -16,10 +16,21 @@ from meetings.models import Meeting
 def meeting_lock(*, meeting_id: str) -> Meeting:
     """The meeting, locked: a host change and the meeting's event or status commit together,
     and one host's retirement decides its replacement before another's does."""
-    # What the callers read of it (status, version, and what a replacement's launch needs); another field
-    # is loaded when first read.
-    fields = ("id", "status", "version", "desktop_profile", "launch_warm", "meet_time", "duration_minutes")
-    return Meeting.objects.select_for_update().only(*fields).get(pk=meeting_id)
+    found = _meeting_locked(pk=meeting_id)
+    if not found:
+        raise Meeting.DoesNotExist("Meeting matching query does not exist.")
+    return found[0]
+
+
+# What the callers read of it (status, version, and what a replacement's launch needs); another field is
+# loaded when first read. Taken at every host change: compiled once (elephant.prepared).
+_meeting_locked = PreparedRead(
+    lambda *, pk: (
+        Meeting.objects.select_for_update()
+        .only("id", "status", "version", "desktop_profile", "launch_warm", "meet_time", "duration_minutes")
+        .filter(pk=pk)
+    )
+)
 
 
 def hosts_lock(*, where: Q, states: Iterable[str]) -> dict[int, tuple[str, str]]:
@@ -53,10 +64,24 @@ def pool_instance_claim(
     mine = next(iter(_assigned_to(host_id=host_id)), None)
     if mine is not None:
         return mine
-    rows = PoolInstance.objects.select_for_update(skip_locked=True).filter(
-        profile_id=profile_id, state=PoolState.READY, ami_id=ami_id, instance_type__in=list(instance_types)
+    refused = Q()
+    for instance_type, zone in sorted(avoid):
+        refused |= Q(instance_type=instance_type, availability_zone=zone)
+    found = _ready_to_claim(
+        profile_id=profile_id, ami_id=ami_id, instance_types=list(instance_types), refused=refused or None
     )
-    for instance_type, zone in avoid:
-        rows = rows.exclude(instance_type=instance_type, availability_zone=zone)
+    return found[0] if found else None
+
+
+def _ready(*, profile_id: int, ami_id: str, instance_types: list[str], refused: Q | None):
+    rows = PoolInstance.objects.select_for_update(skip_locked=True).filter(
+        profile_id=profile_id, state=PoolState.READY, ami_id=ami_id, instance_type__in=instance_types
+    )
+    if refused is not None:
+        rows = rows.exclude(refused)
     # Oldest first, and one EC2 refused for capacity last: its zone is likely still out.
-    return rows.exclude(instance_id="").order_by(F("refused_at").asc(nulls_first=True), "stopped_at", "pk").first()
+    return rows.exclude(instance_id="").order_by(F("refused_at").asc(nulls_first=True), "stopped_at", "pk")[:1]
+
+
+# At every warm start: compiled once per set of refused (type, zone) pools, most often none.
+_ready_to_claim = PreparedRead(_ready)

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from elephant.prepared import PreparedUpdate
+from elephant.prepared import PreparedInsert, PreparedUpdate
 from meetings.models import (
     ACTIVE_STATUSES,
     EventReason,
@@ -155,7 +155,7 @@ def meeting_series_schedule(
                 launch_warm=admission.warm,
             )
             detail = f"week {index} of {weeks}" if series else ""
-            MeetingEvent.objects.create(
+            _event_insert(
                 meeting=meeting,
                 to_status=MeetingStatus.SCHEDULED,
                 reason=EventReason.SCHEDULED,
@@ -216,7 +216,7 @@ def meeting_reschedule(
         )
         if not updated:
             return False
-        MeetingEvent.objects.create(meeting_id=meeting.pk, reason=EventReason.RESCHEDULED, detail=detail, actor=actor)
+        _event_insert(meeting_id=meeting.pk, reason=EventReason.RESCHEDULED, detail=detail, actor=actor)
         _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=EventReason.RESCHEDULED)
     meeting.refresh_from_db()
     logger.info("meeting %s rescheduled by %s: %s", meeting.pk, actor, detail)
@@ -227,6 +227,8 @@ def _shown(value) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+# The audit log's (and the DynamoDB outbox's) rows, one at every transition and change: compiled once.
+_event_insert = PreparedInsert(MeetingEvent)
 # Every transition's and change's UPDATE: compiled once per set of fields changed (elephant.prepared).
 _meeting_update = PreparedUpdate(
     lambda *, pk, status: Meeting.objects.filter(pk=pk, status=status), fixed={"version": F("version") + 1}
@@ -267,7 +269,7 @@ def meeting_transition(
                 {"status": to_status, "updated_at": now, **values}, pk=meeting.pk, status=from_status
             )
             if updated:
-                MeetingEvent.objects.create(
+                _event_insert(
                     meeting_id=meeting.pk,
                     from_status=from_status,
                     to_status=to_status,
@@ -297,7 +299,7 @@ def meeting_record_change(
     now = timezone.now()
     with transaction.atomic(savepoint=False):
         _meeting_changed({"updated_at": now, **values}, pk=meeting.pk)
-        MeetingEvent.objects.create(meeting_id=meeting.pk, reason=reason, detail=detail, actor=actor)
+        _event_insert(meeting_id=meeting.pk, reason=reason, detail=detail, actor=actor)
         _announce(meeting_id=meeting.pk, from_status=meeting.status, to_status="", reason=reason)
     meeting.version += 1
     for name, value in values.items():
@@ -416,7 +418,7 @@ def meeting_keep_alive(*, meeting_id: str, meeting: Meeting | None = None, kept_
         or (kept_alive is None and meeting.events.filter(reason=SAFETY_NET_KEPT_ALIVE).exists())
     ):
         return False
-    MeetingEvent.objects.create(
+    _event_insert(
         meeting=meeting,
         reason=SAFETY_NET_KEPT_ALIVE,
         detail="safety net: in progress, no session recorded yet; kept alive",

@@ -3,11 +3,14 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+import time_machine
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Now
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from elephant.prepared import PreparedRead, PreparedReadError, PreparedUpdate, settable
+from elephant.prepared import PreparedInsert, PreparedRead, PreparedReadError, PreparedUpdate, settable
 from fleet.models import Host, HostState
 from meetings.models import Meeting, MeetingEvent, MeetingStatus
 from tests.factories import make_meeting
@@ -141,8 +144,8 @@ def test_a_builder_that_hides_or_derives_a_value_fails_at_once(meetings):
         )
     with pytest.raises(PreparedReadError, match="float"):
         PreparedRead(lambda *, x: Meeting.objects.values_list("pk"))(x=1.5)
-    with pytest.raises(PreparedReadError, match="locks"):
-        PreparedRead(lambda: Meeting.objects.select_for_update())()
+    with pytest.raises(PreparedReadError, match="prefetch"):
+        PreparedRead(lambda: Meeting.objects.prefetch_related("events"))()
 
 
 def test_an_update_changes_what_the_orms_would_and_counts_the_rows(meetings):
@@ -223,3 +226,73 @@ def test_a_filter_nothing_can_match_asks_the_database_nothing_as_the_orm(meeting
     assert len(queries) == 0
     assert read(ids=[made[0].pk]) == [made[0].pk]
     assert update({"updated_at": T0}, ids=[made[0].pk]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_read_locks_inside_a_transaction_and_refuses_outside_as_the_orm(meetings):
+    made, _ = meetings
+    read = PreparedRead(lambda *, pk: Meeting.objects.select_for_update(skip_locked=True).filter(pk=pk))
+    locks = connection.features.has_select_for_update
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            assert [m.pk for m in read(pk=made[0].pk)] == [made[0].pk]
+            assert [m.pk for m in read(pk=made[1].pk)] == [made[1].pk]
+        assert ("FOR UPDATE SKIP LOCKED" in queries[1]["sql"]) is locks
+    # Outside a transaction, the compiled statement refuses where the ORM's refuses (every backend that locks).
+    try:
+        list(Meeting.objects.select_for_update().filter(pk=made[0].pk))
+        orm_refuses = False
+    except TransactionManagementError:
+        orm_refuses = True
+    assert orm_refuses is locks
+    if locks:
+        with pytest.raises(TransactionManagementError, match="outside of a transaction"):
+            read(pk=made[0].pk)
+    else:
+        assert [m.pk for m in read(pk=made[0].pk)] == [made[0].pk]
+
+
+def test_an_insert_writes_the_rows_create_would_defaults_and_auto_now_add_included(meetings):
+    made, _ = meetings
+    insert = PreparedInsert(MeetingEvent)
+    before = set(MeetingEvent.objects.values_list("pk", flat=True))
+    when = datetime(2027, 3, 1, 15, 0, 0, 123456, tzinfo=UTC)
+    with time_machine.travel(when, tick=False):
+        with CaptureQueriesContext(connection) as queries:
+            insert(meeting_id=made[0].pk, reason="kept alive", detail="\u00e9l\u00e9phant \U0001f418", actor="system")
+            insert.many(
+                {"meeting": made[1], "to_status": MeetingStatus.LAUNCHING, "reason": f"r{i}", "actor": "a"}
+                for i in range(3)
+            )
+            insert.many([])
+        MeetingEvent.objects.create(meeting_id=made[0].pk, reason="kept alive", detail="\u00e9l\u00e9phant \U0001f418")
+    assert len(queries) == 2  # one row, then three rows in one executemany; none for no rows
+    fields = ("meeting_id", "at", "from_status", "to_status", "reason", "detail", "mirrored_at")
+    new = list(MeetingEvent.objects.exclude(pk__in=before).order_by("pk").values_list(*fields))
+    assert new[0] == new[-1]  # the same row as create() makes, its default and auto_now_add time included
+    assert new[0] == (made[0].pk, when, "", "", "kept alive", "\u00e9l\u00e9phant \U0001f418", None)
+    assert [row[3:5] for row in new[1:4]] == [(MeetingStatus.LAUNCHING, f"r{i}") for i in range(3)]
+    # A value that is an expression: the ORM's own INSERT (bulk_create), not the compiled statement.
+    insert(meeting_id=made[0].pk, reason="expression", at=Now())
+    assert MeetingEvent.objects.filter(reason="expression").count() == 1
+
+
+def test_many_updates_change_each_row_as_one_update_would(meetings):
+    made, _ = meetings
+    update = PreparedUpdate(lambda *, pk: Meeting.objects.filter(pk=pk))
+    with CaptureQueriesContext(connection) as queries:
+        update.many(
+            [
+                ({"launch_at": T0 - timedelta(minutes=i), "launch_warm": i % 2 == 0}, {"pk": meeting.pk})
+                for i, meeting in enumerate(made)
+            ]
+        )
+        update.many([])
+    assert len(queries) <= 3  # one executemany per shape (warm or not), in one transaction
+    assert [
+        (m.launch_at, m.launch_warm) for m in Meeting.objects.filter(pk__in=[m.pk for m in made]).order_by("meet_time")
+    ] == [(T0 - timedelta(minutes=i), i % 2 == 0) for i in range(len(made))]
+    sequence = Meeting.objects.get(pk=made[0].pk).sequence
+    update.many([({"sequence": F("sequence") + 1}, {"pk": made[0].pk}), ({"launch_warm": False}, {"pk": made[0].pk})])
+    changed = Meeting.objects.get(pk=made[0].pk)
+    assert (changed.sequence, changed.launch_warm) == (sequence + 1, False)

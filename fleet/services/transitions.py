@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from elephant.prepared import PreparedUpdate
+from elephant.prepared import PreparedInsert, PreparedUpdate
 from fleet.locks import hosts_lock
 from fleet.models import Host, HostEvent
 
@@ -28,6 +28,8 @@ def _one_host(*, pk: int, state: str, condition: Q | None):
 # Every transition's UPDATE: compiled once per set of fields changed (elephant.prepared).
 _host_update = PreparedUpdate(_one_host)
 _hosts_update = PreparedUpdate(lambda *, pks: Host.objects.filter(pk__in=pks))
+# And its event row (one per host moved).
+_event_insert = PreparedInsert(HostEvent)
 
 
 def host_transition(
@@ -59,7 +61,7 @@ def host_transition(
         with transaction.atomic(savepoint=False):
             updated = _host_update({"state": to_state, **values}, pk=host.pk, state=from_state, condition=condition)
             if updated:
-                HostEvent.objects.create(
+                _event_insert(
                     host_id=host.pk,
                     meeting_id=host.meeting_id,
                     at=now,
@@ -102,17 +104,17 @@ def hosts_transition(
         if not locked:
             return []
         _hosts_update({"state": to_state, **values}, pks=list(locked))
-        HostEvent.objects.bulk_create(
-            HostEvent(
-                host_id=pk,
-                meeting_id=meeting_id,
-                at=now,
-                from_state=from_state,
-                to_state=to_state,
-                reason=reason,
-                detail=detail,
-                actor=actor,
-            )
+        _event_insert.many(
+            {
+                "host_id": pk,
+                "meeting_id": meeting_id,
+                "at": now,
+                "from_state": from_state,
+                "to_state": to_state,
+                "reason": reason,
+                "detail": detail,
+                "actor": actor,
+            }
             for pk, (from_state, meeting_id) in locked.items()
         )
     logger.info("%d hosts -> %s %s", len(locked), to_state, reason)
