@@ -62,15 +62,19 @@ class Instance:
 
     @classmethod
     def from_api(cls, data: dict) -> "Instance":
+        # Positional and each key looked up once: the watchdog and the reaper make one per live instance
+        # every sweep.
+        get = data.get
+        state, placement, tags = get("State"), get("Placement"), get("Tags")
         return cls(
-            instance_id=data["InstanceId"],
-            state=data.get("State", {}).get("Name", ""),
-            instance_type=data.get("InstanceType", ""),
-            availability_zone=data.get("Placement", {}).get("AvailabilityZone", ""),
-            public_address=data.get("PublicIpAddress", ""),
-            private_address=data.get("PrivateIpAddress", ""),
-            launch_time=data.get("LaunchTime"),
-            tags={tag["Key"]: tag["Value"] for tag in data.get("Tags", [])},
+            data["InstanceId"],
+            state.get("Name", "") if state else "",
+            get("InstanceType", ""),
+            placement.get("AvailabilityZone", "") if placement else "",
+            get("PublicIpAddress", ""),
+            get("PrivateIpAddress", ""),
+            get("LaunchTime"),
+            {tag["Key"]: tag["Value"] for tag in tags} if tags else {},
         )
 
 

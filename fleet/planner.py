@@ -25,10 +25,14 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 SLOT = timedelta(seconds=60)
-EPOCH = datetime(2000, 1, 1).astimezone()
+# UTC, the zone of the database's datetimes: the difference of two datetimes of one zone needs no offset
+# lookups (half the time; the plan takes millions a day). Every zone's offset is whole minutes, so the
+# slots are the same minutes whatever the machine's zone.
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 RUN = "run"  # RunInstances: a cold launch
@@ -62,8 +66,9 @@ def vcpus_of(instance_type: str) -> int:
     return 96
 
 
-@dataclass(frozen=True)
-class Demand:
+class Demand(NamedTuple):
+    """One meeting's launch as the plan sees it (a tuple: the plan makes hundreds each minute)."""
+
     key: str  # the meeting id
     deadline: datetime  # launch no later than this
     earliest: datetime  # and no earlier than this
@@ -186,16 +191,16 @@ def plan_launches(demands: Iterable[Demand], limits: Limits, *, occupied: Occupa
     demands = sorted(demands, key=lambda d: (d.deadline, d.key), reverse=True)
     if not demands:
         return plan
+    # Each demand's slots, worked out once: (earliest, last running, deadline).
+    slots = [(slot_of(d.earliest), slot_of(d.end), slot_of(d.deadline)) for d in demands]
     ledger = _Ledger(
         limits,
         occupied or Occupancy(),
-        min(slot_of(d.earliest) for d in demands),
-        max(slot_of(max(d.end, d.deadline)) for d in demands),
+        min(first for first, _, _ in slots),
+        max(max(last_run, deadline) for _, last_run, deadline in slots),
         demands,
     )
-    for demand in demands:
-        first, last_run = slot_of(demand.earliest), slot_of(demand.end)
-        slot = slot_of(demand.deadline)
+    for demand, (first, last_run, slot) in zip(demands, slots, strict=True):
         while slot >= first and not ledger.launch_fits(demand, slot):
             slot -= 1
         if slot < first or not ledger.vcpus_fit(demand, slot, last_run):

@@ -26,7 +26,12 @@ def join_opens_at(meet_time: datetime) -> datetime:
 
 def hard_stop_at(meet_time: datetime, duration_minutes: int) -> datetime:
     """The scheduled end plus ELEPHANT_OVERRUN_GRACE: links expire, the meeting is ended."""
-    return meet_time + timedelta(minutes=duration_minutes + settings.ELEPHANT_OVERRUN_GRACE)
+    return meet_time + hard_stop_after(duration_minutes)
+
+
+def hard_stop_after(duration_minutes: int) -> timedelta:
+    """From ``meet_time`` to the hard stop (``hard_stop_at``), for a plan that works it out once per duration."""
+    return timedelta(minutes=duration_minutes + settings.ELEPHANT_OVERRUN_GRACE)
 
 
 def safety_net_at(meet_time: datetime) -> datetime:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from elephant.prepared import PreparedRead
+from elephant.prepared import PreparedRead, PreparedUpdate
 from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import FleetConfigError, dcv_link_build
@@ -107,10 +107,16 @@ def _hosts_running(found: dict[int, tuple[str, str]], *, now: datetime) -> list[
         fields={"running_at": now},
         now=now,
     )
-    hosts = [Host(pk=pk, public_address=found[pk][0], availability_zone=found[pk][1]) for pk in moved]
-    Host.objects.bulk_update(hosts, ["public_address", "availability_zone"])
-    instance_ids = dict(Host.objects.filter(pk__in=moved).values_list("pk", "instance_id"))
-    return [(h.pk, instance_ids[h.pk], h.public_address, h.availability_zone, "") for h in hosts]
+    _host_address_update.many(
+        ({"public_address": found[pk][0], "availability_zone": found[pk][1]}, {"pk": pk}) for pk in moved
+    )
+    instance_ids = dict(_instance_ids(pks=list(moved)))
+    return [(pk, instance_ids[pk], found[pk][0], found[pk][1], "") for pk in moved]
+
+
+# Each sweep's writes and read of the hosts that came up: compiled once (elephant.prepared).
+_host_address_update = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk))
+_instance_ids = PreparedRead(lambda *, pks: Host.objects.filter(pk__in=pks).values_list("pk", "instance_id"))
 
 
 def _dns_step(running: list[tuple[int, str, str, str, str]], result: WatchdogResult) -> None:
