@@ -214,3 +214,34 @@ def test_sqlite_by_default_with_the_figures_postgresql_gives(tmp_path, database_
     assert plan[0].startswith("SEARCH fleet_host USING INDEX fleet_host_state"), plan
     wrong = simulate(tmp_path, "mysql://root@localhost/sim")
     assert wrong.returncode == 2 and "--database takes sqlite:///PATH or postgres://" in wrong.stderr
+
+
+def test_the_simulators_sqlite_datetimes_are_the_ones_django_reads():
+    """bench/fleet_sim.py reads SQLite's DATETIME text in C (``_sqlite_datetime``): each value must be the
+    aware datetime Django's own converter and ``convert_datetimefield_value`` make of the same text."""
+    from datetime import UTC
+
+    from django.db.backends.sqlite3.base import decoder
+    from django.utils import timezone
+    from django.utils.dateparse import parse_datetime
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from fleet_sim import _sqlite_datetime
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    django_reads = decoder(parse_datetime)
+    for text in (
+        b"2027-03-01 15:00:00",
+        b"2027-03-01 15:00:00.000005",
+        b"2026-03-29 01:59:59.999999",
+        b"2027-03-01T15:00:00",
+        b"2027-03-01 15:00:00+01:00",
+        b"2027-03-01",
+        b"not a time",
+    ):
+        expected = django_reads(text)
+        if expected is not None and timezone.is_naive(expected):
+            expected = timezone.make_aware(expected, UTC)
+        got = _sqlite_datetime(text)
+        assert got == expected and (got is None or got.utcoffset() == expected.utcoffset()), text
