@@ -93,11 +93,15 @@ class BootStats:
     censored: list[tuple[float, float]] = field(default_factory=list)
 
     def add(self, sample: BootSample, *, half_life_days: float) -> None:
-        weight = recency_weight(sample.age_days, half_life_days=half_life_days)
+        self.add_boot(sample.seconds, sample.censored, sample.age_days, half_life_days)
+
+    def add_boot(self, seconds: float, censored: bool, age_days: float, half_life_days: float) -> None:
+        """``add`` of one boot given by its values (a refit adds months of them: no sample made for each)."""
+        weight = recency_weight(age_days, half_life_days=half_life_days)
         if weight <= 1e-9:
             return
-        y = math.log(max(sample.seconds, 1e-3))
-        if sample.censored:
+        y = math.log(max(seconds, 1e-3))
+        if censored:
             self.censored.append((y, weight))
         else:
             self.known_weight += weight

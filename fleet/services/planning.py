@@ -124,12 +124,8 @@ def _pool_build_samples(*, since: datetime, now: datetime):
     )
     for ami, instance_type, zone, launched, attested, retired in rows.iterator(chunk_size=5000):
         end = attested or retired
-        sample = readiness.BootSample(
-            seconds=max(0.0, (end - launched).total_seconds()),
-            censored=attested is None,
-            age_days=(now - launched).total_seconds() / 86400,
-        )
-        yield (ami, instance_type, zone, False), sample
+        seconds = max(0.0, (end - launched).total_seconds())
+        yield (ami, instance_type, zone, False), seconds, attested is None, (now - launched).total_seconds() / 86400
 
 
 @dataclass
@@ -158,22 +154,20 @@ def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> d
             "ami_id", "instance_type", "availability_zone", "warm_start", "boot_seconds", "boot_censored", "launched_at"
         )
     )
-    samples = (
-        (
-            (ami, instance_type, zone, warm),
-            readiness.BootSample(seconds, censored, (now - launched).total_seconds() / 86400),
-        )
+    boots = (
+        ((ami, instance_type, zone, warm), seconds, censored, (now - launched).total_seconds() / 86400)
         for ami, instance_type, zone, warm, seconds, censored, launched in rows.iterator(chunk_size=5000)
     )
     found: dict[tuple, KeyHistory] = defaultdict(KeyHistory)
     observed: dict[tuple, list[float]] = defaultdict(list)
-    for key, sample in itertools.chain(samples, _pool_build_samples(since=since, now=now)):
+    # Each boot as its values, not a BootSample (a refit adds every boot of the history, every ten minutes).
+    for key, seconds, censored, age_days in itertools.chain(boots, _pool_build_samples(since=since, now=now)):
         history = found[key]
-        history.stats.add(sample, half_life_days=half_life)
+        history.stats.add_boot(seconds, censored, age_days, half_life)
         history.samples += 1
-        history.censored += sample.censored
-        if not sample.censored:
-            observed[key].append(sample.seconds)
+        history.censored += censored
+        if not censored:
+            observed[key].append(seconds)
     for key, seconds in observed.items():
         seconds.sort()
         history = found[key]
