@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 from django.utils import timezone
 
+from elephant.prepared import PreparedRead, PreparedUpdate
 from fleet.models import LIVE_HOST_STATES, Host, PoolInstance, PoolState
 
 logger = logging.getLogger(__name__)
@@ -127,13 +128,37 @@ def instance_attested(*, instance_id: str, now: datetime | None = None) -> Host 
     (a pool instance attests once, at its build; the configuration it proves stays on its volume).
     None when nothing was waiting for it."""
     now = now or timezone.now()
-    live = Host.objects.filter(instance_id=instance_id, state__in=LIVE_HOST_STATES)
-    if live.filter(attested_at__isnull=True).update(attested_at=now):
-        host = live.get()
+    if _host_attested({"attested_at": now}, instance_id=instance_id, attested=False):
+        host = _one(_hosts_live(instance_id=instance_id), Host)
         logger.info("host %s (%s/%s) attested", instance_id, host.meeting_id, host.role)
         return host
-    building = PoolInstance.objects.filter(instance_id=instance_id, state=PoolState.BUILDING)
-    if building.filter(attested_at__isnull=True).update(attested_at=now):
+    if _build_attested({"attested_at": now}, instance_id=instance_id, attested=False):
         logger.info("warm-pool instance %s attested", instance_id)
-        return building.get()
+        return _one(_builds(instance_id=instance_id), PoolInstance)
     return None
+
+
+def _one(rows: list, model):
+    """What ``QuerySet.get`` gives of ``rows``: the one row, else its errors."""
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+    raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}")
+
+
+def _live(*, instance_id: str, attested: bool | None = None):
+    rows = Host.objects.filter(instance_id=instance_id, state__in=sorted(LIVE_HOST_STATES))
+    return rows if attested is None else rows.filter(attested_at__isnull=not attested)
+
+
+def _building(*, instance_id: str, attested: bool | None = None):
+    rows = PoolInstance.objects.filter(instance_id=instance_id, state=PoolState.BUILDING)
+    return rows if attested is None else rows.filter(attested_at__isnull=not attested)
+
+
+# Every boot's report (and every simulated one): compiled once (elephant.prepared).
+_host_attested = PreparedUpdate(_live)
+_hosts_live = PreparedRead(_live)
+_build_attested = PreparedUpdate(_building)
+_builds = PreparedRead(_building)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -45,8 +45,10 @@ _INSTANCE_ID = re.compile(r"i-[0-9a-f]+")
 _TAG_VALUE = re.compile(r"[\w .:/=+\-@]{1,256}")
 
 
-@dataclass(frozen=True)
-class Instance:
+class Instance(NamedTuple):
+    """An EC2 instance as DescribeInstances shows it (a tuple: the watchdog and the reaper make one per live
+    instance every sweep, and a frozen dataclass costs twice as much to make)."""
+
     instance_id: str
     state: str
     instance_type: str = ""
