@@ -17,7 +17,8 @@ compared to a column of its kind: the datetime goes through the backend's dateti
 list or tuple of them (one statement per list length, as Django compiles one ``IN (%s, ...)``
 per length). ``None`` and booleans change a query's shape, not a value: they are compiled into it
 (the same value always gives the same SQL), as is a ``Q`` condition, values and all (a condition
-with other values is another shape). ``PreparedUpdate`` is the same for ``UPDATE``.
+with other values is another shape). ``PreparedUpdate`` is the same for ``UPDATE`` (``many``: a batch of
+them as one ``executemany`` per shape), ``PreparedInsert`` for the ``INSERT`` of a model's rows.
 
 The builder must use each value as given: a value it derives from (``now - timedelta(...)``) is a
 new value the marker would not be found as; pass the derived value instead. A builder that hides a
