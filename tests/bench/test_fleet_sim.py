@@ -245,3 +245,33 @@ def test_the_simulators_sqlite_datetimes_are_the_ones_django_reads():
             expected = timezone.make_aware(expected, UTC)
         got = _sqlite_datetime(text)
         assert got == expected and (got is None or got.utcoffset() == expected.utcoffset()), text
+
+
+def test_the_simulators_sqlite_fast_paths_give_django_s_statements_and_values(tmp_path):
+    """``sqlite_datetimes_fast`` (run in a process of its own: it patches the SQLite backend for the run)
+    turns statements into SQLite's placeholders as Django does, and its datetime pass leaves values as
+    Django's leaves them."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "bench")!r})
+import fleet_sim
+from datetime import UTC, datetime, timedelta, timezone
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX, SQLiteCursorWrapper
+from django.db.backends.sqlite3.operations import DatabaseOperations
+original_convert = DatabaseOperations.convert_datetimefield_value
+fleet_sim.django_setup("sqlite:///{tmp_path / "fast.sqlite3"}")
+from django.db import connection
+statements = ["SELECT %s, '%%' FROM t WHERE a = %s", "SELECT 1", "UPDATE t SET a = %s WHERE b LIKE '%%x'"]
+for sql in statements * 2:
+    assert SQLiteCursorWrapper.convert_query(None, sql) == FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
+assert SQLiteCursorWrapper.convert_query(None, "SELECT %(a)s", param_names=["a"]) == "SELECT :a"
+ops = connection.ops
+for value in [None, datetime(2027, 3, 1, 15, tzinfo=UTC), datetime(2027, 3, 1, 15),
+              datetime(2027, 3, 1, 15, tzinfo=timezone(timedelta(hours=2))), "2027-03-01 15:00:00.5"]:
+    got = ops.convert_datetimefield_value(value, None, connection)
+    want = original_convert(ops, value, None, connection)
+    assert got == want and (got is None or got.utcoffset() == want.utcoffset()), (value, got, want)
+print("same")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
