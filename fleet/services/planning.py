@@ -47,6 +47,7 @@ from fleet.models import (
     PoolInstance,
     PoolState,
 )
+from fleet.planner import Demand
 from meetings import windows
 from meetings.models import ACTIVE_STATUSES, Meeting, MeetingStatus
 from meetings.schedule import Admission
@@ -560,17 +561,19 @@ def _demands(bookings: Iterable[Booking], *, model: BootModel, now: datetime) ->
             runs[booking.duration_minutes] = windows.hard_stop_after(booking.duration_minutes)
         deadline = booking.meet_time - lead
         earliest = max(now, booking.meet_time - reach)
+        # Positional, in Demand's order (key, deadline, earliest, end, instances, vCPUs, family, bucket): the
+        # plan makes hundreds a minute. Booked at short notice: launch at once (the desktops are late, but as
+        # early as they can be).
         demands.append(
-            planner.Demand(
-                key=booking.key,
-                # Booked at short notice: launch at once (the desktops are late, but as early as they can be).
-                deadline=max(deadline, earliest),
-                earliest=earliest,
-                end=booking.meet_time + runs[booking.duration_minutes],
-                instances=HOSTS_PER_MEETING,
-                vcpus_per_instance=vcpus,
-                family=family,
-                bucket=planner.START if booking.warm else planner.RUN,
+            Demand(
+                booking.key,
+                max(deadline, earliest),
+                earliest,
+                booking.meet_time + runs[booking.duration_minutes],
+                HOSTS_PER_MEETING,
+                vcpus,
+                family,
+                planner.START if booking.warm else planner.RUN,
             )
         )
     return demands
@@ -605,7 +608,7 @@ def _plan(bookings: list[Booking], *, context: _Context) -> planner.Plan:
 
 
 def _scheduled(*, since: datetime, until: datetime, exclude: Iterable[str] = ()) -> list[Booking]:
-    return [Booking(*row) for row in _scheduled_rows(since=since, until=until, exclude=list(exclude))]
+    return list(map(Booking._make, _scheduled_rows(since=since, until=until, exclude=list(exclude))))
 
 
 # Read by every plan (each minute) and every booking: compiled once (elephant.prepared).
