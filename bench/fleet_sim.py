@@ -150,7 +150,7 @@ def sqlite_datetimes_fast() -> None:
     django_converts = DatabaseOperations.convert_datetimefield_value
 
     def convert_datetimefield_value(self, value, expression, connection):
-        if value is None or (type(value) is datetime and value.tzinfo is not None and value.utcoffset() is not None):
+        if value is None or (type(value) is datetime and value.utcoffset() is not None):  # aware: Django's test
             return value
         return django_converts(self, value, expression, connection)
 

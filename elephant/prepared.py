@@ -128,6 +128,19 @@ class PreparedRead:
             return [compiled.row_class._make(row) for row in rows]
         return [tuple(row) for row in rows]
 
+    def get(self, **values: Any):
+        """The one row, as ``QuerySet.get`` gives it: ``DoesNotExist`` for none, ``MultipleObjectsReturned``
+        for more (its model's own exceptions)."""
+        rows = self(**values)
+        if len(rows) == 1:
+            return rows[0]
+        model = _cached(self, connections[self._using], values, self._compile).compiler.query.model
+        if not rows:
+            raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+        raise model.MultipleObjectsReturned(
+            f"get() returned more than one {model._meta.object_name} -- it returned {len(rows)}!"
+        )
+
     def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
         arguments, markers = _markers(connection, values)
         queryset = self._build(**arguments)
@@ -186,7 +199,7 @@ class PreparedUpdate:
         if not settable(set):  # an expression among the new values: the ORM's update, built this once
             return self._build(**where).update(**set, **self._fixed)
         connection = connections[self._using]
-        values = {**where, **{_SET + name: value for name, value in set.items()}}
+        values = _with_set(set, where)
         compiled = _cached(self, connection, values, self._compile)
         if compiled.sql is None:  # a filter nothing can match: no rows change, no query, as the ORM
             return 0
@@ -200,21 +213,21 @@ class PreparedUpdate:
         one shape as one ``executemany`` (what ``bulk_update`` does with a CASE per row, without
         building one), those with an expression among their new values one by one."""
         connection = connections[self._using]
-        batches: dict[int, tuple[_Compiled, list]] = {}
+        batches: dict[_Compiled, list] = {}  # each shape's statement -> its calls' parameters
         singles = []
         for set_values, where in calls:
             if not settable(set_values):
                 singles.append((set_values, where))
                 continue
-            values = {**where, **{_SET + name: value for name, value in set_values.items()}}
+            values = _with_set(set_values, where)
             compiled = _cached(self, connection, values, self._compile)
             if compiled.sql is not None:
-                batches.setdefault(id(compiled), (compiled, []))[1].append(_params(compiled.slots, values, connection))
+                batches.setdefault(compiled, []).append(_params(compiled.slots, values, connection))
         if not batches and not singles:
             return
         with transaction.atomic(using=self._using, savepoint=False):
             with connection.cursor() as cursor:
-                for compiled, rows in batches.values():
+                for compiled, rows in batches.items():
                     cursor.executemany(compiled.sql, rows)
             for set_values, where in singles:
                 self(set_values, **where)
@@ -285,6 +298,13 @@ class PreparedInsert:
 
 
 _SET = "\x1fset:"
+
+
+def _with_set(set_values: dict[str, Any], where: dict[str, Any]) -> dict[str, Any]:
+    """An update's values as one shape: the filter's by name, the new ones under ``_SET``."""
+    return {**where, **{_SET + name: value for name, value in set_values.items()}}
+
+
 # Shapes kept per connection and prepared statement before the least recently used is dropped (a list's
 # length is part of a shape: a read by a list of ids of every length would otherwise keep one for each).
 # The shapes of a connection are its own thread's: only that thread changes them.

@@ -129,22 +129,13 @@ def instance_attested(*, instance_id: str, now: datetime | None = None) -> Host 
     None when nothing was waiting for it."""
     now = now or timezone.now()
     if _host_attested({"attested_at": now}, instance_id=instance_id, attested=False):
-        host = _one(_hosts_live(instance_id=instance_id), Host)
+        host = _hosts_live.get(instance_id=instance_id)
         logger.info("host %s (%s/%s) attested", instance_id, host.meeting_id, host.role)
         return host
     if _build_attested({"attested_at": now}, instance_id=instance_id, attested=False):
         logger.info("warm-pool instance %s attested", instance_id)
-        return _one(_builds(instance_id=instance_id), PoolInstance)
+        return _builds.get(instance_id=instance_id)
     return None
-
-
-def _one(rows: list, model):
-    """What ``QuerySet.get`` gives of ``rows``: the one row, else its errors."""
-    if len(rows) == 1:
-        return rows[0]
-    if not rows:
-        raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
-    raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}")
 
 
 def _live(*, instance_id: str, attested: bool | None = None):

@@ -16,10 +16,7 @@ from meetings.models import Meeting
 def meeting_lock(*, meeting_id: str) -> Meeting:
     """The meeting, locked: a host change and the meeting's event or status commit together,
     and one host's retirement decides its replacement before another's does."""
-    found = _meeting_locked(pk=meeting_id)
-    if not found:
-        raise Meeting.DoesNotExist("Meeting matching query does not exist.")
-    return found[0]
+    return _meeting_locked.get(pk=meeting_id)
 
 
 # What the callers read of it (status, version, and what a replacement's launch needs); another field is

@@ -296,3 +296,16 @@ def test_many_updates_change_each_row_as_one_update_would(meetings):
     update.many([({"sequence": F("sequence") + 1}, {"pk": made[0].pk}), ({"launch_warm": False}, {"pk": made[0].pk})])
     changed = Meeting.objects.get(pk=made[0].pk)
     assert (changed.sequence, changed.launch_warm) == (sequence + 1, False)
+
+
+def test_get_gives_the_one_row_or_the_models_own_errors_as_queryset_get(meetings):
+    made, host = meetings
+    read = PreparedRead(lambda *, meeting_id: Host.objects.filter(meeting_id=meeting_id))
+    by_pk = PreparedRead(lambda *, pk: Meeting.objects.filter(pk=pk).values_list("status", flat=True))
+    assert by_pk.get(pk=made[1].pk) == MeetingStatus.LAUNCHING
+    with pytest.raises(Meeting.DoesNotExist, match="Meeting matching query does not exist"):
+        by_pk.get(pk="nosuchmeeting")
+    with pytest.raises(Host.MultipleObjectsReturned, match="more than one Host -- it returned 3!"):
+        read.get(meeting_id=made[1].pk)
+    one = PreparedRead(lambda *, pk: Host.objects.filter(pk=pk))
+    assert one.get(pk=host.pk).pk == host.pk
