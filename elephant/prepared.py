@@ -12,7 +12,7 @@ with the models and the database; only the values change.
     _due = PreparedRead(lambda *, until: Meeting.objects.filter(meet_time__lte=until).values_list("pk"))
     _due(until=now)  # -> [("abc",), ...]
 
-Values are passed by name. A value may be an aware ``datetime``, a ``str`` or an ``int`` (each
+Values are passed by name. A value may be an aware ``datetime``, a ``str``, an ``int`` or a ``float`` (each
 compared to a column of its kind: the datetime goes through the backend's datetime adapter), or a
 list or tuple of them (one statement per list length, as Django compiles one ``IN (%s, ...)``
 per length). ``None`` and booleans change a query's shape, not a value: they are compiled into it
@@ -41,6 +41,7 @@ from django.db.transaction import TransactionManagementError
 # A marker datetime: far from any real one, its microseconds telling the markers apart.
 _MARKER_EPOCH = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 _MARKER_INT = -7_318_000_000_000  # ints below this: no query's constant
+_MARKER_FLOAT = -7.318e15  # floats below this (whole, exactly representable): no query's constant either
 
 
 class PreparedReadError(RuntimeError):
@@ -97,11 +98,16 @@ class PreparedRead:
     its ``select_related``, ``only`` and annotations, as iterating it gives), tuples for
     ``values_list`` (named tuples with ``named=True``; the values themselves with ``flat=True``),
     dicts for ``values``. ``select_for_update`` locks as the ORM's does, and like it refuses to run
-    outside a transaction (``TransactionManagementError``). Not for ``prefetch_related``."""
+    outside a transaction (``TransactionManagementError``). Not for ``prefetch_related``.
 
-    def __init__(self, build: Callable[..., QuerySet], *, using: str = "default"):
+    ``raw``: the rows as the database driver gives them, without Django's converters (on SQLite a boolean
+    is 0 or 1, a datetime naive text or whatever the driver makes of it): for reads of thousands of rows
+    whose columns are numbers and text, where a converter call per value costs more than the read."""
+
+    def __init__(self, build: Callable[..., QuerySet], *, using: str = "default", raw: bool = False):
         self._build = build
         self._using = using
+        self._raw = raw
         self._compiled: WeakKeyDictionary = WeakKeyDictionary()  # connection -> shape -> _Compiled
         self._lock = threading.Lock()
 
@@ -116,7 +122,7 @@ class PreparedRead:
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
-        if compiled.converters:
+        if compiled.converters and not self._raw:
             rows = list(compiled.compiler.apply_converters(rows, compiled.converters))
         if compiled.models is not None:
             return compiled.models.make(rows)
@@ -208,10 +214,11 @@ class PreparedUpdate:
             cursor.execute(compiled.sql, params)
             return cursor.rowcount
 
-    def many(self, calls: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def many(self, calls: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> int:
         """Many updates, each ``(set, where)`` as one call takes them, in one transaction: the calls of
         one shape as one ``executemany`` (what ``bulk_update`` does with a CASE per row, without
-        building one), those with an expression among their new values one by one."""
+        building one), those with an expression among their new values one by one. Returns the rows
+        changed, all calls together."""
         connection = connections[self._using]
         batches: dict[_Compiled, list] = {}  # each shape's statement -> its calls' parameters
         singles = []
@@ -224,13 +231,16 @@ class PreparedUpdate:
             if compiled.sql is not None:
                 batches.setdefault(compiled, []).append(_params(compiled.slots, values, connection))
         if not batches and not singles:
-            return
+            return 0
+        changed = 0
         with transaction.atomic(using=self._using, savepoint=False):
             with connection.cursor() as cursor:
                 for compiled, rows in batches.items():
                     cursor.executemany(compiled.sql, rows)
+                    changed += max(cursor.rowcount, 0)  # the sum over the rows (sqlite3, psycopg 3)
             for set_values, where in singles:
-                self(set_values, **where)
+                changed += self(set_values, **where)
+        return changed
 
     def _compile(self, connection, values: dict[str, Any]) -> _Compiled:
         arguments, markers = _markers(connection, values)
@@ -385,7 +395,7 @@ def _slots(params, markers: dict[Any, tuple[str, int | None]]) -> list[tuple]:
 def _shape_of(name: str, value: Any) -> Any:
     if isinstance(value, list | tuple):
         if not all(_is_markable(item) for item in value):
-            raise PreparedReadError(f"{name}: a list of datetimes, strings or ints, not {value!r}")
+            raise PreparedReadError(f"{name}: a list of datetimes, strings, ints or floats, not {value!r}")
         return ("list", len(value))
     if _is_markable(value):
         return type(value).__name__
@@ -395,14 +405,18 @@ def _shape_of(name: str, value: Any) -> Any:
         # A condition the caller composed: part of the shape, all of it (its values too, so a condition
         # with other values is another statement, never this one's with stale values).
         return ("condition", repr(value))
-    raise PreparedReadError(f"{name}: a datetime, string, int, bool, None, Q or a list, not {type(value).__name__}")
+    raise PreparedReadError(
+        f"{name}: a datetime, string, int, float, bool, None, Q or a list, not {type(value).__name__}"
+    )
 
 
 def settable(values: dict[str, Any]) -> bool:
     """Whether ``PreparedUpdate`` runs these SET values through its compiled statement (else through the
-    ORM's update): each an aware datetime, a string, an int, a bool or None, not an expression."""
+    ORM's update): each an aware datetime, a string, an int, a float, a bool or None, not an expression."""
     return all(
-        value is None or isinstance(value, str | int) or (isinstance(value, datetime) and value.tzinfo is not None)
+        value is None
+        or isinstance(value, str | int | float)
+        or (isinstance(value, datetime) and value.tzinfo is not None)
         for value in values.values()
     )
 
@@ -412,7 +426,7 @@ def _is_markable(value: Any) -> bool:
         if value.tzinfo is None:
             raise PreparedReadError("a prepared read takes aware datetimes")
         return True
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def _marker(value: Any, number: int, name: str) -> Any:
@@ -422,7 +436,9 @@ def _marker(value: Any, number: int, name: str) -> Any:
         return f"\x1fprepared:{name}:{number}\x1f"
     if isinstance(value, int) and not isinstance(value, bool):
         return _MARKER_INT - number
-    raise PreparedReadError(f"{name}: a list of datetimes, strings or ints, not {value!r}")
+    if isinstance(value, float):
+        return _MARKER_FLOAT - number
+    raise PreparedReadError(f"{name}: a list of datetimes, strings, ints or floats, not {value!r}")
 
 
 def _adapted(connection, marker: Any) -> Any:

@@ -344,6 +344,10 @@ class PoolInstance(models.Model):
             # The (type, zone) pools refused a start just now, read at each warm start: the few rows ever
             # refused, not the whole history.
             models.Index(fields=["refused_at"], name="pool_refused_at", condition=models.Q(refused_at__isnull=False)),
+            # The instances handed to a host in the last few minutes, read by every reaper sweep
+            # (``selectors.instance_ids_pooled``): those of the last minutes, not every one the pool ever
+            # assigned (an ASSIGNED row stays ASSIGNED: a week of lessons is thousands).
+            models.Index(fields=["state", "assigned_at"], name="pool_state_assigned"),
         ]
 
     def __str__(self) -> str:

@@ -187,7 +187,8 @@ def instance_ids_pooled(*, assigned_since: datetime) -> set[str]:
 
 def _pooled(*, assigned_since: datetime):
     held = Q(state__in=sorted(POOL_HELD_STATES)) | Q(state=PoolState.ASSIGNED, assigned_at__gte=assigned_since)
-    return PoolInstance.objects.filter(held).exclude(instance_id="").values_list("instance_id", flat=True)
+    # Unordered: the caller makes a set of them (the model's ordering would sort every row each sweep).
+    return PoolInstance.objects.filter(held).exclude(instance_id="").values_list("instance_id", flat=True).order_by()
 
 
 _instance_ids_pooled = PreparedRead(_pooled)

@@ -1,6 +1,7 @@
 """elephant.prepared: a read compiled once gives what the ORM gives, for every call's values."""
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -142,8 +143,8 @@ def test_a_builder_that_hides_or_derives_a_value_fails_at_once(meetings):
         PreparedRead(lambda *, now: Meeting.objects.filter(meet_time__lte=now).values_list("pk"))(
             now=datetime(2027, 3, 1)
         )
-    with pytest.raises(PreparedReadError, match="float"):
-        PreparedRead(lambda *, x: Meeting.objects.values_list("pk"))(x=1.5)
+    with pytest.raises(PreparedReadError, match="Decimal"):
+        PreparedRead(lambda *, x: Meeting.objects.values_list("pk"))(x=Decimal("1.5"))
     with pytest.raises(PreparedReadError, match="prefetch"):
         PreparedRead(lambda: Meeting.objects.prefetch_related("events"))()
 
@@ -293,9 +294,31 @@ def test_many_updates_change_each_row_as_one_update_would(meetings):
         (m.launch_at, m.launch_warm) for m in Meeting.objects.filter(pk__in=[m.pk for m in made]).order_by("meet_time")
     ] == [(T0 - timedelta(minutes=i), i % 2 == 0) for i in range(len(made))]
     sequence = Meeting.objects.get(pk=made[0].pk).sequence
-    update.many([({"sequence": F("sequence") + 1}, {"pk": made[0].pk}), ({"launch_warm": False}, {"pk": made[0].pk})])
+    changed = update.many(
+        [({"sequence": F("sequence") + 1}, {"pk": made[0].pk}), ({"launch_warm": False}, {"pk": made[0].pk})]
+    )
+    assert changed == 2  # the rows changed, the batch and the expression together
     changed = Meeting.objects.get(pk=made[0].pk)
     assert (changed.sequence, changed.launch_warm) == (sequence + 1, False)
+    assert update.many([({"launch_warm": True}, {"pk": "no-such-meeting"})]) == 0
+
+
+def test_floats_are_values_and_a_raw_read_skips_the_converters(meetings):
+    _, host = meetings
+    update = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk, boot_seconds__isnull=True))
+    assert update.many([({"boot_seconds": 61.25, "boot_censored": False}, {"pk": host.pk})]) == 1
+    assert update.many([({"boot_seconds": 99.0, "boot_censored": True}, {"pk": host.pk})]) == 0  # recorded already
+    assert update({"boot_seconds": 7.5}, pk=host.pk) == 0
+    read = PreparedRead(
+        lambda *, above: Host.objects.filter(boot_seconds__gt=above).values_list("boot_seconds", "boot_censored")
+    )
+    assert read(above=61.0) == [(61.25, False)] and read(above=61.5) == []
+    raw = PreparedRead(
+        lambda *, above: Host.objects.filter(boot_seconds__gt=above).values_list("boot_seconds", "boot_censored"),
+        raw=True,
+    )
+    ((seconds, censored),) = raw(above=61.0)
+    assert seconds == 61.25 and censored == 0 and not censored  # SQLite's 0, PostgreSQL's False: as the driver
 
 
 def test_get_gives_the_one_row_or_the_models_own_errors_as_queryset_get(meetings):

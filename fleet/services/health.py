@@ -6,6 +6,7 @@ from datetime import datetime
 from django.db.models import F, Q
 from django.utils import timezone
 
+from elephant.prepared import PreparedUpdate
 from fleet import aws, probes, selectors
 from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.launch import meeting_reconcile
@@ -56,21 +57,19 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
     need_checks = [h for h in to_check if dcv_ok[h.pk] and not host_attested(h) and h.agent_healthy_at is None]
     status_ok = aws.instances_status_ok(h.instance_id for h in need_checks if h.instance_id) if need_checks else set()
     checked = {h.pk for h in need_checks}
-    groups: dict[tuple[bool | None, bool], list[int]] = {}
+    passing, failing = [], []  # each host's probe outcome: (set, where), failures counted in the second
     for host in to_check:
         ec2_ok = (host.instance_id in status_ok) if host.pk in checked else None
         healthy = dcv_ok[host.pk] and (host_attested(host) or ec2_ok)
         if healthy or host.agent_healthy_at is not None:
             result.healthy.append(host.pk)
-        groups.setdefault((ec2_ok, dcv_ok[host.pk]), []).append(host.pk)
-    for (ec2_ok, answered_ok), pks in groups.items():
-        update = {"checked_at": now, "ec2_checks_ok": ec2_ok, "dcv_answered": answered_ok}
-        if not answered_ok or ec2_ok is False:
-            update["probe_failures"] = F("probe_failures") + 1
-        Host.objects.filter(pk__in=pks).update(**update)
-    first_answers = [h.pk for h in to_check if dcv_ok[h.pk] and h.dcv_answered_at is None]
-    if first_answers:
-        Host.objects.filter(pk__in=first_answers, dcv_answered_at__isnull=True).update(dcv_answered_at=now)
+        update = ({"checked_at": now, "ec2_checks_ok": ec2_ok, "dcv_answered": dcv_ok[host.pk]}, {"pk": host.pk})
+        (failing if not dcv_ok[host.pk] or ec2_ok is False else passing).append(update)
+    _host_probed.many(passing)
+    _host_probe_failed.many(failing)
+    _host_first_answer.many(
+        ({"dcv_answered_at": now}, {"pk": h.pk}) for h in to_check if dcv_ok[h.pk] and h.dcv_answered_at is None
+    )
     if result.healthy:
         hosts_transition(
             where=Q(pk__in=result.healthy),
@@ -99,6 +98,15 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
         if newly_healthy or waiting or timed_out or pending:
             result.meeting_ids.add(host.meeting_id)
     return result
+
+
+# Each sweep's writes of the probes' outcome, a statement per host sent as one batch per shape:
+# compiled once (elephant.prepared), where a bulk update per outcome was built every sweep.
+_host_probed = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk))
+_host_probe_failed = PreparedUpdate(
+    lambda *, pk: Host.objects.filter(pk=pk), fixed={"probe_failures": F("probe_failures") + 1}
+)
+_host_first_answer = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk, dcv_answered_at__isnull=True))
 
 
 def _meetings_lagging(hosts: list[Host]) -> set[str]:

@@ -26,13 +26,13 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Case, Count, FloatField, Q, Value, When
+from django.db.models import BigIntegerField, Count, Func, Q
 from django.utils import timezone
 
 from elephant.prepared import PreparedRead, PreparedUpdate
@@ -97,36 +97,113 @@ def earliest_action_lead() -> timedelta:
 def boot_samples_record(*, hosts: Iterable[Host], now: datetime, censored: bool) -> int:
     """Record the boot of each host that has an instance and no boot yet: launch -> ``now``; censored
     (it took longer than that) when it is given up before it became healthy. Judged on the rows as they
-    are, not on the objects handed in: one read, one update (any database: `make run` is SQLite)."""
-    rows = Host.objects.filter(
-        pk__in=[host.pk for host in hosts], boot_seconds__isnull=True, launched_at__isnull=False
-    ).exclude(instance_id="")
-    if censored:
-        rows = rows.filter(healthy_at__isnull=True)
-    launched = dict(rows.values_list("pk", "launched_at"))
-    if not launched:
+    are, not on the objects handed in: one read, then one batch of updates, each still conditional on
+    the boot not being recorded (any database: `make run` is SQLite). Returns the boots recorded."""
+    pks = sorted({host.pk for host in hosts})
+    if not pks:
         return 0
-    seconds = Case(
-        *(When(pk=pk, then=Value(max(0.0, (now - at).total_seconds()))) for pk, at in launched.items()),
-        output_field=FloatField(),
+    launched = _boots_unrecorded(pks=pks, censored=censored)
+    return _boot_record.many(
+        (
+            {"boot_seconds": max(0.0, (now - at).total_seconds()), "boot_censored": censored},
+            {"pk": pk, "censored": censored},
+        )
+        for pk, at in launched
     )
-    return rows.filter(pk__in=list(launched)).update(boot_seconds=seconds, boot_censored=censored)
+
+
+def _unrecorded(*, censored: bool):
+    rows = Host.objects.filter(boot_seconds__isnull=True, launched_at__isnull=False).exclude(instance_id="")
+    return rows.filter(healthy_at__isnull=True) if censored else rows
+
+
+# Each health check's and each give-up's read and writes: compiled once (elephant.prepared).
+_boots_unrecorded = PreparedRead(
+    lambda *, pks, censored: _unrecorded(censored=censored).filter(pk__in=pks).values_list("pk", "launched_at")
+)
+_boot_record = PreparedUpdate(lambda *, pk, censored: _unrecorded(censored=censored).filter(pk=pk))
+
+
+class _EpochMicroseconds(Func):
+    """A datetime column as whole microseconds since 1970-01-01 UTC, worked out by the database: a
+    history of thousands of boots is read every ten minutes, and an integer per row costs nothing to
+    read where a datetime is parsed from SQLite's text in Python. Exact (integers), so an age from it
+    is the float ``timedelta.total_seconds()`` gives (both divide whole microseconds by a million).
+    NULL stays NULL. SQLite holds Django's naive UTC text (``YYYY-MM-DD HH:MM:SS[.ffffff]``)."""
+
+    output_field = BigIntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        column, params = compiler.compile(self.source_expressions[0])
+        # The whole seconds from the text's first 19 characters: SQLite's date functions keep milliseconds
+        # and would round .999999 up to the next second.
+        seconds = f"CAST(strftime('%%s', substr({column}, 1, 19)) AS INTEGER)"
+        fraction = f"CAST(substr({column} || '.000000', 21, 6) AS INTEGER)"
+        return f"({seconds} * 1000000 + {fraction})", [*params, *params]  # the column twice
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        column, params = compiler.compile(self.source_expressions[0])
+        return f"CAST(EXTRACT(EPOCH FROM {column}) * 1000000 AS BIGINT)", params
+
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)
+
+
+def _age_days(now_us: int, launched_us: int) -> float:
+    """``(now - launched).total_seconds() / 86400`` from whole microseconds (the same float)."""
+    return (now_us - launched_us) / 1_000_000 / 86400
 
 
 def _pool_build_samples(*, since: datetime, now: datetime):
     """The warm pool's builds are cold boots of the same AMIs and types: launch -> attested, or censored
     at the failure of a build that never attested (one query). A build still booting says nothing yet."""
-    rows = (
+    now_us = _epoch_us(now)
+    for ami, instance_type, zone, launched, attested, retired in _pool_build_rows(since=since):
+        end = attested if attested is not None else retired
+        seconds = max(0.0, (end - launched) / 1_000_000)
+        yield (ami, instance_type, zone, False), seconds, attested is None, _age_days(now_us, launched)
+
+
+# The history a refit reads (on SQLite, every ten minutes: PostgreSQL sums it itself), thousands of rows:
+# compiled once, the times as whole microseconds and the rows as the driver gives them (no converter per
+# value; the flags are made bool where they are read).
+_host_boot_rows = PreparedRead(
+    lambda *, since: (
+        Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since)
+        .exclude(ami_id="")
+        .values_list(
+            "ami_id",
+            "instance_type",
+            "availability_zone",
+            "warm_start",
+            "boot_seconds",
+            "boot_censored",
+            _EpochMicroseconds("launched_at"),
+        )
+    ),
+    raw=True,
+)
+_pool_build_rows = PreparedRead(
+    lambda *, since: (
         PoolInstance.objects.filter(launched_at__gte=since)
         .exclude(instance_id="")
         .exclude(ami_id="")
         .filter(Q(attested_at__isnull=False) | Q(state=PoolState.FAILED, retired_at__isnull=False))
-        .values_list("ami_id", "instance_type", "availability_zone", "launched_at", "attested_at", "retired_at")
-    )
-    for ami, instance_type, zone, launched, attested, retired in rows.iterator(chunk_size=5000):
-        end = attested or retired
-        seconds = max(0.0, (end - launched).total_seconds())
-        yield (ami, instance_type, zone, False), seconds, attested is None, (now - launched).total_seconds() / 86400
+        .values_list(
+            "ami_id",
+            "instance_type",
+            "availability_zone",
+            _EpochMicroseconds("launched_at"),
+            _EpochMicroseconds("attested_at"),
+            _EpochMicroseconds("retired_at"),
+        )
+    ),
+    raw=True,
+)
 
 
 @dataclass
@@ -148,16 +225,10 @@ def _history(*, since: datetime, now: datetime, summed: bool | None = None) -> d
     if summed if summed is not None else connection.vendor == "postgresql":
         return _history_summed(since=since, now=now)
     half_life = settings.ELEPHANT_BOOT_HALF_LIFE_DAYS
-    rows = (
-        Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since)
-        .exclude(ami_id="")
-        .values_list(
-            "ami_id", "instance_type", "availability_zone", "warm_start", "boot_seconds", "boot_censored", "launched_at"
-        )
-    )
+    now_us = _epoch_us(now)
     boots = (
-        ((ami, instance_type, zone, warm), seconds, censored, (now - launched).total_seconds() / 86400)
-        for ami, instance_type, zone, warm, seconds, censored, launched in rows.iterator(chunk_size=5000)
+        ((ami, instance_type, zone, bool(warm)), seconds, bool(censored), _age_days(now_us, launched))
+        for ami, instance_type, zone, warm, seconds, censored, launched in _host_boot_rows(since=since)
     )
     found: dict[tuple, KeyHistory] = defaultdict(KeyHistory)
     observed: dict[tuple, list[float]] = defaultdict(list)

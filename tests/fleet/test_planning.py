@@ -199,6 +199,49 @@ def test_the_history_summed_in_postgresql_equals_the_history_read_row_by_row(fro
         assert flat == pytest.approx([value for pair in sorted(other.stats.censored) for value in pair])
 
 
+def test_the_history_read_row_by_row_adds_each_boot_at_the_age_timedelta_gives_to_the_last_digit(frozen, settings):
+    """The row path reads times as whole microseconds the database works out (no datetime per row): each
+    boot's age and a pool build's seconds are the floats ``timedelta.total_seconds()`` gives, so the sums
+    are the same to the last digit as adding the ORM's own values (fractions of seconds included)."""
+    profile = DesktopProfile.objects.get(is_default=True)
+    expected = readiness.BootStats()
+    half_life = settings.ELEPHANT_BOOT_HALF_LIFE_DAYS
+    for n in range(12):
+        meeting = make_meeting(meet_time=NOW - timedelta(days=n, minutes=n))
+        _booted(meeting, "teacher", 311.5 + 17 * n, censored=n % 5 == 0)
+        Host.objects.filter(meeting=meeting).update(
+            launched_at=NOW - timedelta(days=n, hours=1, microseconds=123_457 * n + 1)
+        )
+    for n in range(5):
+        launched = NOW - timedelta(days=n, hours=2, seconds=n, microseconds=999_999 - n)
+        PoolInstance.objects.create(
+            profile=profile,
+            instance_id=f"i-0exact{n:011x}",
+            client_token=f"pool-exact-{n}",
+            state=PoolState.READY if n % 2 else PoolState.FAILED,
+            ami_id="ami-0history",
+            instance_type="g4dn.xlarge",
+            availability_zone="us-west-2a",
+            launched_at=launched,
+            attested_at=launched + timedelta(seconds=400 + n, microseconds=7 * n + 3) if n % 2 else None,
+            retired_at=None if n % 2 else launched + timedelta(minutes=30, microseconds=n),
+        )
+    since = NOW - timedelta(days=60)
+    hosts = Host.objects.filter(boot_seconds__isnull=False, launched_at__gte=since).values_list(
+        "boot_seconds", "boot_censored", "launched_at"
+    )
+    for seconds, censored, launched in hosts:
+        expected.add_boot(seconds, censored, (NOW - launched).total_seconds() / 86400, half_life)
+    builds = PoolInstance.objects.values_list("launched_at", "attested_at", "retired_at")
+    for launched, attested, retired in builds:
+        seconds = max(0.0, ((attested or retired) - launched).total_seconds())
+        expected.add_boot(seconds, attested is None, (NOW - launched).total_seconds() / 86400, half_life)
+    ((key, history),) = planning._history(since=since, now=NOW, summed=False).items()
+    assert key == ("ami-0history", "g4dn.xlarge", "us-west-2a", False) and type(key[3]) is bool
+    assert (history.samples, history.censored) == (17, 3 + 3)
+    assert history.stats == expected  # exact: the same floats, added in the same order
+
+
 def test_the_summed_history_does_not_depend_on_the_order_the_table_holds_its_rows(frozen, settings):
     """Floating-point sums depend on the order of their terms, and PostgreSQL reads a table in the order
     its rows lie, which updates and vacuuming change: the fit adds the boots up in launch order, so the
