@@ -33,6 +33,7 @@ policy runs in a process of its own on its own database, the name suffixed with 
 import argparse
 import bisect
 import dataclasses
+import functools
 import gc
 import heapq
 import importlib
@@ -664,7 +665,10 @@ def _setting(settings, name, value):
     return _patch(settings, name, value)
 
 
+@functools.lru_cache(maxsize=65536)
 def _instance_in(url: str) -> str:
+    """The instance a DCV link names (the probe's stand-in asks the model about it): parsed once per link,
+    as the health sweep probes each waiting host's link every 15 seconds."""
     host = urlsplit(url).hostname or ""
     return host.split(".", 1)[0]
 

@@ -503,11 +503,12 @@ def _placement(candidate: LaunchCandidate, *, security_group_ids: Iterable[str] 
     return placement
 
 
-def instance_of_other_deployment(instance: Instance) -> bool:
+def instance_of_other_deployment(instance: Instance, *, ours: str | None = None) -> bool:
     """The instance carries another deployment's tag: this installation never acts on it.
-    (An instance from before the tag existed carries none and is still this installation's.)"""
+    (An instance from before the tag existed carries none and is still this installation's.)
+    ``ours``: this deployment's name, when the caller read it once for many instances."""
     tag = (instance.tags or {}).get(DEPLOYMENT_TAG)
-    return tag is not None and tag != deployment()
+    return tag is not None and tag != (deployment() if ours is None else ours)
 
 
 def instance_address(instance: Instance) -> str:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from elephant.prepared import PreparedUpdate
@@ -72,7 +72,7 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
     )
     if result.healthy:
         hosts_transition(
-            where=Q(pk__in=result.healthy),
+            pks=result.healthy,
             allowed_from={HostState.DNS_WRITTEN},
             to_state=HostState.HEALTHY,
             reason=HostEventReason.HEALTH_PASSED,

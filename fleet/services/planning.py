@@ -696,10 +696,8 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
     """Mark the meetings the warm pool can serve: its ready (stopped) instances go to the earliest
     meetings of their profile, and instances still building to meetings late enough for the build to
     finish first (one query)."""
-    if not pool_enabled():
-        return [
-            Booking(b.key, b.meet_time, b.duration_minutes, b.desktop_profile, False, b.launch_at) for b in bookings
-        ]
+    if not pool_enabled():  # every meeting cold (each booking as read, unless it was planned warm before)
+        return [b._replace(warm=False) if b.warm else b for b in bookings]
     stock: dict[str, dict[str, int]] = defaultdict(lambda: {"ready": 0, "building": 0})
     for profile_name, state, count in _pool_stock():
         stock[profile_name]["ready" if state in (PoolState.READY, PoolState.STOPPING) else "building"] += count
@@ -718,16 +716,7 @@ def _pool_coverage(bookings: list[Booking], *, model: BootModel, now: datetime) 
                 have["ready"] = 0
                 have["building"] -= HOSTS_PER_MEETING - from_ready
                 warm = True
-        covered.append(
-            Booking(
-                booking.key,
-                booking.meet_time,
-                booking.duration_minutes,
-                booking.desktop_profile,
-                warm,
-                booking.launch_at,
-            )
-        )
+        covered.append(booking if booking.warm == warm else booking._replace(warm=warm))
     return covered
 
 

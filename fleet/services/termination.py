@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Q
 from django.utils import timezone
 
+from elephant.prepared import PreparedRead
 from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import host_records_delete
@@ -111,20 +111,34 @@ def meeting_fail(*, meeting: Meeting, reason: str, error: str, actor: str = "sys
 def meeting_hosts_terminate(*, meeting: Meeting) -> int:
     """Terminate every host of the meeting that may still run. Returns how many were asked."""
     now = timezone.now()
-    hosts_transition(
-        where=Q(meeting=meeting, instance_id=""),
-        allowed_from={HostState.PENDING},
-        to_state=HostState.TERMINATED,
-        reason=HostEventReason.NEVER_LAUNCHED,
-        fields={"terminated_at": now},
-        now=now,
+    never_launched = _hosts_never_launched(meeting_id=meeting.pk)
+    if never_launched:  # locked and moved only while still PENDING (a claim moves a host on first)
+        hosts_transition(
+            pks=never_launched,
+            allowed_from={HostState.PENDING},
+            to_state=HostState.TERMINATED,
+            reason=HostEventReason.NEVER_LAUNCHED,
+            fields={"terminated_at": now},
+            now=now,
+        )
+    return hosts_terminate(_hosts_with_instances(meeting_id=meeting.pk))
+
+
+# Every ended meeting's reads (thousands a day): compiled once (elephant.prepared).
+_hosts_never_launched = PreparedRead(
+    lambda *, meeting_id: (
+        Host.objects.filter(meeting_id=meeting_id, instance_id="", state=HostState.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
-    hosts = list(
-        Host.objects.filter(meeting=meeting)
+)
+_hosts_with_instances = PreparedRead(
+    lambda *, meeting_id: (
+        Host.objects.filter(meeting_id=meeting_id)
         .exclude(instance_id="")
         .exclude(state__in=(HostState.TERMINATED, HostState.FAILED))
     )
-    return hosts_terminate(hosts)
+)
 
 
 def hosts_terminate(hosts: list[Host]) -> int:
@@ -132,7 +146,7 @@ def hosts_terminate(hosts: list[Host]) -> int:
     if not hosts:
         return 0
     hosts_transition(
-        where=Q(pk__in=[host.pk for host in hosts]),
+        pks=[host.pk for host in hosts],
         allowed_from=LIVE_HOST_STATES,
         to_state=HostState.TERMINATING,
         reason=HostEventReason.TERMINATE_REQUESTED,

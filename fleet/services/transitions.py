@@ -85,7 +85,8 @@ def host_transition(
 
 def hosts_transition(
     *,
-    where: Q,
+    where: Q | None = None,
+    pks: Iterable[int] | None = None,
     to_state: str,
     allowed_from: Iterable[str],
     reason: str,
@@ -94,13 +95,15 @@ def hosts_transition(
     fields: dict | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """The bulk ``host_transition`` of the sweeps: every host matching ``where`` in one of
-    ``allowed_from`` moves to ``to_state``, with one event each. Three queries whatever the
+    """The bulk ``host_transition`` of the sweeps: every host matching ``where`` (or with the ids ``pks``)
+    in one of ``allowed_from`` moves to ``to_state``, with one event each. Three queries whatever the
     number (lock, update, insert); returns the ids of the hosts moved."""
+    if (where is None) == (pks is None):
+        raise TypeError("hosts_transition takes where or pks, one of them")
     now = now or timezone.now()
     values = {"updated_at": now, **(fields or {})}
     with transaction.atomic():
-        locked = hosts_lock(where=where, states=allowed_from)
+        locked = hosts_lock(where=where, pks=pks, states=allowed_from)
         if not locked:
             return []
         _hosts_update({"state": to_state, **values}, pks=list(locked))

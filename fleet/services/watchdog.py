@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from elephant.prepared import PreparedRead, PreparedUpdate
@@ -52,6 +51,7 @@ def fleet_watchdog_sweep(*, now: datetime | None = None) -> WatchdogResult:
     settled = now - INVISIBLE_GRACE
     gone_terminating = []
     became_running: dict[int, tuple[str, str]] = {}
+    ours = aws.deployment()  # read once: the sweep looks at every watched instance
     for row in watched:
         instance = seen.get(row.instance_id)
         if instance is None:
@@ -63,7 +63,7 @@ def fleet_watchdog_sweep(*, now: datetime | None = None) -> WatchdogResult:
                 else:
                     result.lost.append((row.pk, "not found"))
             continue
-        if aws.instance_of_other_deployment(instance):
+        if aws.instance_of_other_deployment(instance, ours=ours):
             logger.error("host %s: instance %s belongs to another deployment; left alone", row.pk, row.instance_id)
             continue
         if row.state == HostState.TERMINATING:
@@ -77,7 +77,7 @@ def fleet_watchdog_sweep(*, now: datetime | None = None) -> WatchdogResult:
                 became_running[row.pk] = (address, instance.availability_zone or row.availability_zone)
     if gone_terminating:
         moved = hosts_transition(
-            where=Q(pk__in=gone_terminating),
+            pks=gone_terminating,
             allowed_from={HostState.TERMINATING},
             to_state=HostState.TERMINATED,
             reason=HostEventReason.TERMINATED,
@@ -100,7 +100,7 @@ def _hosts_running(found: dict[int, tuple[str, str]], *, now: datetime) -> list[
     if not found:
         return []
     moved = hosts_transition(
-        where=Q(pk__in=list(found)),
+        pks=list(found),
         allowed_from={HostState.BOOTING},
         to_state=HostState.RUNNING,
         reason=HostEventReason.INSTANCE_RUNNING,

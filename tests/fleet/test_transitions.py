@@ -106,3 +106,26 @@ def test_the_bulk_transition_moves_only_the_hosts_allowed_with_one_event_each_in
         == []
     )
     assert HostEvent.objects.count() == 2
+
+
+def test_the_bulk_transition_by_ids_locks_and_moves_as_by_condition_and_takes_one_of_them():
+    meeting = make_meeting(status=MeetingStatus.IN_PROGRESS)
+    terminating = [make_host(meeting, role, state=HostState.TERMINATING) for role in ("teacher", "student")]
+    healthy = make_host(meeting, "teacher", generation=2, instance_id="i-0other", state=HostState.HEALTHY)
+    ids = [healthy.pk, *(host.pk for host in reversed(terminating)), terminating[0].pk]  # any order, repeats
+    with CaptureQueriesContext(connection) as queries:
+        moved = hosts_transition(
+            pks=ids, allowed_from={HostState.TERMINATING}, to_state=HostState.TERMINATED, reason="TERMINATED"
+        )
+    assert moved == sorted(host.pk for host in terminating)  # locked in id order, each once
+    locking = [q["sql"] for q in queries if "FOR UPDATE" in q["sql"] or q["sql"].startswith("SELECT")]
+    assert len(locking) == 1 and (connection.vendor != "postgresql" or "FOR UPDATE" in locking[0])
+    assert Host.objects.get(pk=healthy.pk).state == HostState.HEALTHY
+    assert [(e.host_id, e.to_state) for e in HostEvent.objects.order_by("host_id")] == [
+        (host.pk, "TERMINATED") for host in terminating
+    ]
+    assert hosts_transition(pks=[], allowed_from={HostState.HEALTHY}, to_state="TERMINATING", reason="x") == []
+    with pytest.raises(TypeError):
+        hosts_transition(allowed_from={HostState.HEALTHY}, to_state="TERMINATING", reason="x")
+    with pytest.raises(TypeError):
+        hosts_transition(where=Q(pk=healthy.pk), pks=[healthy.pk], allowed_from={"HEALTHY"}, to_state="X", reason="x")
