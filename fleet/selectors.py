@@ -100,22 +100,37 @@ _hosts_watched = PreparedRead(
 
 
 def hosts_for_health_check(*, meeting_id: str | None = None) -> list[Host]:
-    """Live hosts not yet healthy of active meetings, and healthy hosts of meetings not yet HEALTHY."""
-    return _hosts_for_health_check(meeting_id=meeting_id)
+    """Live hosts not yet healthy of active meetings, and healthy hosts of meetings not yet HEALTHY.
+
+    Two reads, each searching its own index: the few hosts still booting, and the HEALTHY hosts whose
+    meeting is not yet HEALTHY (its other desktop still coming). As one OR, SQLite joined every healthy host
+    of the fleet to its meeting every 15 seconds (815 at a simulated peak: 0.67 ms, the two 0.38). Unordered:
+    the health check's outcome does not depend on the order of its hosts."""
+    return [*_hosts_booting(meeting_id=meeting_id), *_hosts_healthy_early(meeting_id=meeting_id)]
 
 
-def _for_health_check(*, meeting_id: str | None):
-    hosts = Host.objects.filter(meeting__status__in=sorted(ACTIVE_STATUSES)).filter(
-        Q(state__in=sorted(BOOTING_HOST_STATES))
-        | Q(state=HostState.HEALTHY, meeting__status__in=sorted(PRE_HEALTHY_STATUSES))
-    )
+def _for_health_check(hosts, *, meeting_id: str | None):
     if meeting_id is not None:
         hosts = hosts.filter(meeting_id=meeting_id)
-    return hosts.select_related("meeting").only(*_HEALTH_FIELDS)
+    return hosts.select_related("meeting").only(*_HEALTH_FIELDS).order_by()
 
 
-# The health sweep's read, every few seconds: compiled once (elephant.prepared).
-_hosts_for_health_check = PreparedRead(_for_health_check)
+# The health sweep's reads, every few seconds: compiled once (elephant.prepared).
+_hosts_booting = PreparedRead(
+    lambda *, meeting_id: _for_health_check(
+        Host.objects.filter(state__in=sorted(BOOTING_HOST_STATES), meeting__status__in=sorted(ACTIVE_STATUSES)),
+        meeting_id=meeting_id,
+    )
+)
+_hosts_healthy_early = PreparedRead(
+    lambda *, meeting_id: _for_health_check(
+        Host.objects.filter(
+            state=HostState.HEALTHY,
+            meeting_id__in=Meeting.objects.filter(status__in=sorted(PRE_HEALTHY_STATUSES)).values("pk"),
+        ),
+        meeting_id=meeting_id,
+    )
+)
 
 
 _HEALTH_FIELDS = (
