@@ -66,7 +66,7 @@ class _Models:
     """How ``ModelIterable`` makes instances from a compiled query's rows (django.db.models.query),
     worked out once: the model's columns, the ``select_related`` populators and the annotations."""
 
-    __slots__ = ("model", "db", "init_list", "start", "end", "related", "annotations")
+    __slots__ = ("model", "db", "init_list", "start", "end", "related", "annotations", "build", "related_builds")
 
     def __init__(self, compiler, db):
         from django.db.models.query import get_related_populators
@@ -79,17 +79,85 @@ class _Models:
         self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
         self.related = get_related_populators(klass_info, select, db)
         self.annotations = list(compiler.annotation_col_map.items())
+        self.build = _builder(self.model, db, self.init_list)
+        # Each select_related populator this class fills itself (no nested one, columns in the model's order).
+        self.related_builds = [
+            _builder(p.model_cls, db, p.init_list) if not p.related_populators and p.reorder_for_init is None else None
+            for p in self.related
+        ]
 
     def make(self, rows) -> list:
         made = []
+        start, end, model, db, names = self.start, self.end, self.model, self.db, self.init_list
+        build = self.build if self.build is not None and _signals_quiet(model) else None
+        related = [
+            (populator, related_build if related_build is not None and _signals_quiet(populator.model_cls) else None)
+            for populator, related_build in zip(self.related, self.related_builds, strict=True)
+        ]
         for row in rows:
-            obj = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
-            for populator in self.related:
-                populator.populate(row, obj)
+            obj = build(row[start:end]) if build is not None else model.from_db(db, names, row[start:end])
+            for populator, related_build in related:
+                if related_build is None:
+                    populator.populate(row, obj)
+                    continue
+                data = row[populator.cols_start : populator.cols_end]
+                other = None if data[populator.pk_idx] is None else related_build(data)
+                populator.local_setter(obj, other)
+                if other is not None:
+                    populator.remote_setter(other, obj)
             for name, position in self.annotations:
                 setattr(obj, name, row[position])
             made.append(obj)
         return made
+
+
+def _signals_quiet(model) -> bool:
+    """No ``pre_init`` or ``post_init`` receiver for ``model`` now (asked at each read, not once)."""
+    from django.db.models.signals import post_init, pre_init
+
+    return not pre_init.has_listeners(model) and not post_init.has_listeners(model)
+
+
+def _builder(model, db: str, names: list[str]) -> Callable[[Any], Any] | None:
+    """Makes ``model``'s instance of one row's values for the fields ``names``, loaded from ``db``: what
+    ``Model.from_db`` makes, or None where the two could differ. Where nothing can tell them apart (no
+    ``from_db`` or ``__init__`` of the model's own, each field's attribute a plain one: ``_plain_attribute``;
+    and, checked at each read, no ``pre_init`` or ``post_init`` receiver), the values go straight into the
+    instance's ``__dict__``, as ``Model.__init__`` would set them one by one (a field not loaded stays
+    deferred: loaded on first access, as Django's). ``from_db`` builds the whole list of values with a
+    deferred marker per field not read, looking each field up in the list of names, then ``__init__`` walks
+    every field: for the health sweep's hosts, most of what a row cost."""
+    from django.db.models import Model
+    from django.db.models.base import ModelState
+
+    plain = (
+        model.from_db.__func__ is Model.from_db.__func__
+        and model.__init__ is Model.__init__
+        and len(set(names)) == len(names)
+        and all(_plain_attribute(model, name) for name in names)
+    )
+    if not plain:
+        return None
+    new = model.__new__
+
+    def build(values):
+        obj = new(model)
+        state = ModelState()
+        state.adding, state.db = False, db
+        obj.__dict__["_state"] = state
+        obj.__dict__.update(zip(names, values, strict=True))
+        return obj
+
+    return build
+
+
+def _plain_attribute(model, name: str) -> bool:
+    """Setting the field's attribute on a new instance only stores the value: no descriptor with a ``__set__``
+    of its own (a foreign key's id has one, which on a new instance, with nothing cached, only stores it)."""
+    from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+
+    descriptor = model.__dict__.get(name, getattr(model, name, None))
+    return type(descriptor) is ForeignKeyDeferredAttribute or not hasattr(type(descriptor), "__set__")
 
 
 class PreparedRead:

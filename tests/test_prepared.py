@@ -112,6 +112,49 @@ def test_model_rows_keep_select_related_and_deferred_fields(meetings):
     assert read(meeting_id="no-such-meeting' OR '1'='1") == []  # a value, never SQL
 
 
+def _as_loaded(obj):
+    """What an instance holds: its loaded values, its state, and the related objects it caches."""
+    values = {name: value for name, value in vars(obj).items() if name != "_state"}
+    cached = {name: _as_loaded(other) if other is not None else None for name, other in obj._state.fields_cache.items()}
+    return values, obj._state.adding, obj._state.db, cached
+
+
+def test_model_rows_are_the_instances_the_orm_makes_and_init_receivers_still_hear_them(meetings):
+    from django.db.models.signals import post_init
+
+    made, _ = meetings
+
+    def build(*, meeting_id):
+        return Host.objects.filter(meeting_id=meeting_id).select_related("meeting").order_by("pk")
+
+    def build_some(*, meeting_id):
+        return build(meeting_id=meeting_id).only("id", "state", "meeting_id", "launched_at", "meeting__status")
+
+    for builder in (build, build_some):
+        got = PreparedRead(builder)(meeting_id=made[1].pk)
+        expected = list(builder(meeting_id=made[1].pk))
+        assert [_as_loaded(h) for h in got] == [_as_loaded(h) for h in expected] and len(got) == 3
+        assert [h.get_deferred_fields() for h in got] == [h.get_deferred_fields() for h in expected]
+        assert got[0].meeting.hosts.count() == 3 and got[0].meeting.teacher_name == made[1].teacher_name
+    got[0].state = HostState.HEALTHY
+    got[0].save(update_fields=["state"])  # an instance like the ORM's: saved as an update of its row
+    assert Host.objects.get(pk=got[0].pk).state == HostState.HEALTHY
+
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append((sender, instance.pk))
+
+    read = PreparedRead(build)
+    read(meeting_id=made[1].pk)  # compiled before the receiver is connected
+    post_init.connect(receiver, sender=Host)
+    try:
+        rows = read(meeting_id=made[1].pk)
+    finally:
+        post_init.disconnect(receiver, sender=Host)
+    assert heard == [(Host, h.pk) for h in rows]
+
+
 def test_lists_none_and_booleans_are_part_of_the_shape(meetings):
     made, _ = meetings
 
