@@ -96,7 +96,7 @@ def _run(args) -> int:
         ),
         ("watchdog: hosts watched", fleet_selectors._hosts_watched, {}, None),
         ("health sweep: hosts booting", fleet_selectors._hosts_booting, {"meeting_id": None}, None),
-        ("health sweep: healthy, meeting not yet", fleet_selectors._hosts_healthy_early, {"meeting_id": None}, None),
+        ("health sweep: healthy, meeting not", fleet_selectors._hosts_healthy_early, {"meeting_id": None}, None),
         (
             "termination sweep: meetings to judge",
             meeting_selectors._meetings_for_termination,

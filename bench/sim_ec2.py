@@ -96,6 +96,7 @@ class ModelInstance:
     past_stops: list[tuple[datetime, datetime]] = field(default_factory=list)
     tag_list: list[dict[str, str]] | None = None  # the Tags of a describe, built once per change of tags
     described: tuple | None = None  # (what it shows, the DescribeInstances item): rebuilt when that changes
+    _pending_until: datetime | None = None  # ``pending_until``, once per boot
 
     def tags_described(self) -> list[dict[str, str]]:
         if self.tag_list is None:
@@ -108,9 +109,16 @@ class ModelInstance:
             return "terminated" if gone else "shutting-down"
         if self.stopped_at is not None:
             return "stopping" if now < self.stopped_at + timedelta(seconds=STOPPING_SECONDS) else "stopped"
-        if now < self.launched_at + timedelta(seconds=min(PENDING_SECONDS, self.boot_seconds)):
+        if now < self.pending_until():
             return "pending"
         return "running"
+
+    def pending_until(self) -> datetime:
+        """The end of the current boot's ``pending``: worked out once per launch or start (the watchdog asks
+        every live instance's state every 15 s; ``start`` forgets it)."""
+        if self._pending_until is None:
+            self._pending_until = self.launched_at + timedelta(seconds=min(PENDING_SECONDS, self.boot_seconds))
+        return self._pending_until
 
     @property
     def holds_vcpus(self) -> bool:
@@ -128,6 +136,7 @@ class ModelInstance:
         self.past_stops.append((self.stopped_at, now))
         self.stopped_at = None
         self.launched_at, self.boot_seconds, self.public_address = now, boot_seconds, public_address
+        self._pending_until = None
 
     def terminate(self, now: datetime) -> None:
         if self.state(now) == "stopped":

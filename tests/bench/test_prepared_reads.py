@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 READS = (
     "launch sweep: meetings due",
     "watchdog: hosts watched",
-    "health sweep: hosts to check",
+    "health sweep: hosts booting",
+    "health sweep: healthy, meeting not",
     "termination sweep: meetings to judge",
     "plan: meetings of the horizon",
     "reaper: instances tracked",
