@@ -346,14 +346,22 @@ class PreparedInsert:
     def many(self, rows: Iterable[dict[str, Any]]) -> None:
         connection = connections[self._using]
         rows = list(rows)
-        objs = [self._model(**values) for values in rows]
-        if not objs:
+        if not rows:
             return
         if any(hasattr(value, "resolve_expression") for values in rows for value in values.values()):
+            objs = [self._model(**values) for values in rows]
             self._model._default_manager.using(self._using).bulk_create(objs)  # SQL of its own: the ORM's
             return
-        statement, fields = self._statement(connection, objs[0])
-        params = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs]
+        statement, fields, plain = self._statement(connection, rows[0])
+        if plain and _signals_quiet(self._model) and all(plain.issuperset(values) for values in rows):
+            # Each column's value as the model's instance would give it, without making one (an event row a
+            # transition: Model.__init__ with keywords walks every field).
+            params = [_insert_params(fields, values, connection) for values in rows]
+        else:
+            objs = [self._model(**values) for values in rows]
+            params = [
+                [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs
+            ]
         if len(params) == 1:
             with transaction.mark_for_rollback_on_error(using=self._using), connection.cursor() as cursor:
                 cursor.execute(statement, params[0])
@@ -361,18 +369,50 @@ class PreparedInsert:
         with transaction.atomic(using=self._using, savepoint=False), connection.cursor() as cursor:
             cursor.executemany(statement, params)  # all the rows or none, as bulk_create
 
-    def _statement(self, connection, obj) -> tuple[str, list]:
+    def _statement(self, connection, values: dict[str, Any]) -> tuple[str, list, frozenset]:
+        """The statement, its fields, and the names a row may give for the values to be worked out without
+        an instance (empty: always through one)."""
         compiled = self._compiled.get(connection)
         if compiled is None:
             opts = self._model._meta
             fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
             query = sql.InsertQuery(self._model)
-            query.insert_values(fields, [obj])
+            query.insert_values(fields, [self._model(**values)])
             ((statement, _),) = query.get_compiler(using=self._using, connection=connection).as_sql()
-            compiled = (statement, fields)
+            plain = _insert_fields_plain(self._model, fields)
+            compiled = (statement, fields, frozenset(f.attname for f in fields) if plain else frozenset())
             with self._lock:
                 self._compiled[connection] = compiled
         return compiled
+
+
+def _insert_fields_plain(model, fields) -> bool:
+    """Whether a row's values can be worked out as an instance would give them without making one: no
+    ``__init__`` of the model's own, and each field's ``pre_save`` the base one (the value as set) or the
+    date fields' (``auto_now``/``auto_now_add``: the time now). ``pre_init``/``post_init`` receivers are asked
+    at each insert (``many``)."""
+    from django.db.models import DateField, DateTimeField, Field, Model
+
+    known = {Field.pre_save, DateField.pre_save, DateTimeField.pre_save}
+    return model.__init__ is Model.__init__ and all(type(field).pre_save in known for field in fields)
+
+
+def _insert_params(fields, values: dict[str, Any], connection) -> list:
+    """The INSERT's parameters for one row given by field attribute names: the value given, else the field's
+    default (as ``Model.__init__`` fills it), the time now for ``auto_now``/``auto_now_add`` (as ``pre_save``
+    on an insert), each adapted by its field."""
+    from django.utils import timezone
+
+    params = []
+    for field in fields:
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value = timezone.now()
+        elif field.attname in values:
+            value = values[field.attname]
+        else:
+            value = field.get_default()
+        params.append(field.get_db_prep_save(value, connection))
+    return params
 
 
 _SET = "\x1fset:"

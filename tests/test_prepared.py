@@ -321,6 +321,35 @@ def test_an_insert_writes_the_rows_create_would_defaults_and_auto_now_add_includ
     assert MeetingEvent.objects.filter(reason="expression").count() == 1
 
 
+def test_an_insert_by_field_names_gives_each_column_what_an_instance_would_and_receivers_still_hear_it(meetings):
+    from django.db.models.signals import post_init
+
+    from fleet.models import HostEvent
+
+    made, host = meetings
+    insert = PreparedInsert(HostEvent)
+    when = datetime(2027, 3, 1, 16, 0, 0, 654321, tzinfo=UTC)
+    fields = ("host_id", "meeting_id", "at", "from_state", "to_state", "reason", "detail", "actor")
+    with time_machine.travel(when, tick=False):
+        insert(host_id=host.pk, meeting_id=made[1].pk, from_state="PENDING", to_state="LAUNCHING", reason="x")
+        HostEvent.objects.create(host=host, meeting=made[1], from_state="PENDING", to_state="LAUNCHING", reason="x")
+        heard = []
+
+        def receiver(sender, instance, **kwargs):
+            heard.append(instance.reason)
+
+        post_init.connect(receiver, sender=HostEvent)
+        try:
+            insert.many({"host_id": host.pk, "meeting_id": made[1].pk, "reason": f"heard {i}"} for i in range(2))
+        finally:
+            post_init.disconnect(receiver, sender=HostEvent)
+    ours, created, *more = HostEvent.objects.order_by("pk").values_list(*fields)
+    assert ours == created == (host.pk, made[1].pk, when, "PENDING", "LAUNCHING", "x", "", "")  # defaults: now, ""
+    assert heard == ["heard 0", "heard 1"] and [row[5] for row in more] == ["heard 0", "heard 1"]
+    with pytest.raises(TypeError):
+        insert(host_id=host.pk, meeting_id=made[1].pk, no_such_field=1)  # as the model itself refuses it
+
+
 def test_many_updates_change_each_row_as_one_update_would(meetings):
     made, _ = meetings
     update = PreparedUpdate(lambda *, pk: Meeting.objects.filter(pk=pk))
