@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import NotSupportedError, connection
 from django.db.models import BigIntegerField, Count, Func, Q
 from django.utils import timezone
 
@@ -144,6 +144,9 @@ class _EpochMicroseconds(Func):
     def as_postgresql(self, compiler, connection, **extra_context):
         column, params = compiler.compile(self.source_expressions[0])
         return f"CAST(EXTRACT(EPOCH FROM {column}) * 1000000 AS BIGINT)", params
+
+    def as_sql(self, compiler, connection, **extra_context):
+        raise NotSupportedError(f"the boot history reads PostgreSQL or SQLite, not {connection.vendor}")
 
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,7 +16,7 @@ from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import host_records_delete
 from fleet.services.planning import boot_samples_record
-from fleet.services.transitions import hosts_transition
+from fleet.services.transitions import hosts_terminated, hosts_transition
 from meetings import services as meeting_services
 from meetings.models import TERMINAL_STATUSES, Meeting
 from meetings.policy import KEEP_ALIVE, PRE_HEALTHY_STATUSES, safety_net_at, termination_verdict
@@ -113,13 +113,8 @@ def meeting_hosts_terminate(*, meeting: Meeting) -> int:
     now = timezone.now()
     never_launched = _hosts_never_launched(meeting_id=meeting.pk)
     if never_launched:  # locked and moved only while still PENDING (a claim moves a host on first)
-        hosts_transition(
-            pks=never_launched,
-            allowed_from={HostState.PENDING},
-            to_state=HostState.TERMINATED,
-            reason=HostEventReason.NEVER_LAUNCHED,
-            fields={"terminated_at": now},
-            now=now,
+        hosts_terminated(
+            pks=never_launched, allowed_from={HostState.PENDING}, reason=HostEventReason.NEVER_LAUNCHED, now=now
         )
     return hosts_terminate(_hosts_with_instances(meeting_id=meeting.pk))
 

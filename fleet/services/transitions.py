@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from elephant.prepared import PreparedInsert, PreparedUpdate
 from fleet.locks import hosts_lock
-from fleet.models import Host, HostEvent
+from fleet.models import Host, HostEvent, HostState
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +122,15 @@ def hosts_transition(
         )
     logger.info("%d hosts -> %s %s", len(locked), to_state, reason)
     return list(locked)
+
+
+def hosts_terminated(*, pks: Iterable[int], allowed_from: Iterable[str], reason: str, now: datetime) -> list[int]:
+    """The hosts ``pks`` (those still in ``allowed_from``) are gone: TERMINATED at ``now``, one event each."""
+    return hosts_transition(
+        pks=pks,
+        allowed_from=allowed_from,
+        to_state=HostState.TERMINATED,
+        reason=reason,
+        fields={"terminated_at": now},
+        now=now,
+    )

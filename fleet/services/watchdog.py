@@ -15,7 +15,7 @@ from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import FleetConfigError, dcv_link_build
 from fleet.services.launch import host_retire, meeting_progress
 from fleet.services.termination import meeting_fail
-from fleet.services.transitions import host_transition, hosts_transition
+from fleet.services.transitions import host_transition, hosts_terminated, hosts_transition
 from meetings.models import ACTIVE_STATUSES, EventReason, TerminationReason
 from meetings.selectors import meeting_status_refresh
 from meetings.services import meeting_record_change
@@ -76,13 +76,8 @@ def fleet_watchdog_sweep(*, now: datetime | None = None) -> WatchdogResult:
             if address:
                 became_running[row.pk] = (address, instance.availability_zone or row.availability_zone)
     if gone_terminating:
-        moved = hosts_transition(
-            pks=gone_terminating,
-            allowed_from={HostState.TERMINATING},
-            to_state=HostState.TERMINATED,
-            reason=HostEventReason.TERMINATED,
-            fields={"terminated_at": now},
-            now=now,
+        moved = hosts_terminated(
+            pks=gone_terminating, allowed_from={HostState.TERMINATING}, reason=HostEventReason.TERMINATED, now=now
         )
         result.terminated = len(moved)
     running = _hosts_running(became_running, now=now)
