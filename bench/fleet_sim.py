@@ -108,15 +108,16 @@ def _sqlite_datetime(raw: bytes):
     """A DATETIME column's text as the aware UTC datetime Django makes of it (``parse_datetime``, then
     ``make_aware`` in the connection's zone, UTC), by the C parser at once; text with an offset of its
     own, or in a form that parser does not read, as Django reads it."""
+    text = raw.decode()
     try:
-        value = datetime.fromisoformat(raw.decode() + "+00:00")
+        value = datetime.fromisoformat(text + "+00:00")
         if value.tzinfo is UTC:
             return value
     except ValueError:
         pass
     from django.utils.dateparse import parse_datetime
 
-    value = parse_datetime(raw.decode())
+    value = parse_datetime(text)
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
@@ -136,7 +137,6 @@ def sqlite_datetimes_fast() -> None:
       (Django's ``convert_query`` runs a regular expression over the SQL each time; the sweeps run the same
       few statements all day)."""
     import sqlite3
-    from functools import lru_cache
 
     from django.conf import settings
     from django.db import connection
@@ -158,7 +158,7 @@ def sqlite_datetimes_fast() -> None:
     DatabaseOperations.convert_datetimefield_value = convert_datetimefield_value
 
     django_query = SQLiteCursorWrapper.convert_query
-    qmark = lru_cache(maxsize=4096)(lambda query: django_query(None, query))
+    qmark = functools.lru_cache(maxsize=4096)(lambda query: django_query(None, query))
 
     def convert_query(self, query, *, param_names=None):
         return qmark(query) if param_names is None else django_query(self, query, param_names=param_names)

@@ -42,6 +42,8 @@ from django.db.transaction import TransactionManagementError
 _MARKER_EPOCH = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 _MARKER_INT = -7_318_000_000_000  # ints below this: no query's constant
 _MARKER_FLOAT = -7.318e15  # floats below this (whole, exactly representable): no query's constant either
+# The kinds of value a call passes (besides aware datetimes): each gets a marker of its own kind.
+_SCALARS = (str, int, float)
 
 
 class PreparedReadError(RuntimeError):
@@ -522,9 +524,7 @@ def settable(values: dict[str, Any]) -> bool:
     """Whether ``PreparedUpdate`` runs these SET values through its compiled statement (else through the
     ORM's update): each an aware datetime, a string, an int, a float, a bool or None, not an expression."""
     return all(
-        value is None
-        or isinstance(value, str | int | float)
-        or (isinstance(value, datetime) and value.tzinfo is not None)
+        value is None or isinstance(value, _SCALARS) or (isinstance(value, datetime) and value.tzinfo is not None)
         for value in values.values()
     )
 
@@ -534,7 +534,7 @@ def _is_markable(value: Any) -> bool:
         if value.tzinfo is None:
             raise PreparedReadError("a prepared read takes aware datetimes")
         return True
-    return isinstance(value, str | int | float) and not isinstance(value, bool)
+    return isinstance(value, _SCALARS) and not isinstance(value, bool)
 
 
 def _marker(value: Any, number: int, name: str) -> Any:

@@ -30,23 +30,16 @@ _meeting_locked = PreparedRead(
 )
 
 
-def hosts_lock(
-    *, states: Iterable[str], where: Q | None = None, pks: Iterable[int] | None = None
-) -> dict[int, tuple[str, str]]:
-    """Lock the hosts matching ``where`` (or with the ids ``pks``) that are in one of ``states``: host id ->
-    (state, meeting id).
+def hosts_lock(*, pks: Iterable[int], states: Iterable[str]) -> dict[int, tuple[str, str]]:
+    """Lock the hosts with the ids ``pks`` that are in one of ``states``: host id -> (state, meeting id).
 
-    A bulk transition then changes exactly these rows and records where each came from. By ids (what the
-    sweeps pass, every 15 seconds) the read is compiled once per number of ids (elephant.prepared).
+    A bulk transition then changes exactly these rows and records where each came from. The read is compiled
+    once per number of ids (elephant.prepared): the sweeps take it every 15 seconds.
     """
-    states = sorted(states)
-    if pks is not None:
-        ids = sorted(set(pks))
-        if not ids:
-            return {}
-        return {pk: (state, meeting_id) for pk, state, meeting_id in _hosts_locked(pks=ids, states=states)}
-    rows = Host.objects.filter(where, state__in=states).select_for_update().order_by("pk")
-    return {pk: (state, meeting_id) for pk, state, meeting_id in rows.values_list("pk", "state", "meeting_id")}
+    ids = sorted(set(pks))
+    if not ids:
+        return {}
+    return {pk: (state, meeting_id) for pk, state, meeting_id in _hosts_locked(pks=ids, states=sorted(states))}
 
 
 _hosts_locked = PreparedRead(

@@ -11,7 +11,7 @@ from fleet import aws, probes, selectors
 from fleet.models import BOOTING_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.launch import meeting_reconcile
 from fleet.services.planning import boot_samples_record, health_timeout_of
-from fleet.services.transitions import hosts_transition
+from fleet.services.transitions import host_fields_update, hosts_transition
 from meetings.models import Meeting
 from meetings.policy import status_implied
 
@@ -65,7 +65,7 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
             result.healthy.append(host.pk)
         update = ({"checked_at": now, "ec2_checks_ok": ec2_ok, "dcv_answered": dcv_ok[host.pk]}, {"pk": host.pk})
         (failing if not dcv_ok[host.pk] or ec2_ok is False else passing).append(update)
-    _host_probed.many(passing)
+    host_fields_update.many(passing)
     _host_probe_failed.many(failing)
     _host_first_answer.many(
         ({"dcv_answered_at": now}, {"pk": h.pk}) for h in to_check if dcv_ok[h.pk] and h.dcv_answered_at is None
@@ -100,9 +100,9 @@ def hosts_health_check(*, hosts: list[Host], now: datetime | None = None) -> Hea
     return result
 
 
-# Each sweep's writes of the probes' outcome, a statement per host sent as one batch per shape:
-# compiled once (elephant.prepared), where a bulk update per outcome was built every sweep.
-_host_probed = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk))
+# Each sweep's writes of the probes' outcome, a statement per host sent as one batch per shape (the passing
+# ones through ``host_fields_update``): compiled once (elephant.prepared), where a bulk update per outcome
+# was built every sweep.
 _host_probe_failed = PreparedUpdate(
     lambda *, pk: Host.objects.filter(pk=pk), fixed={"probe_failures": F("probe_failures") + 1}
 )

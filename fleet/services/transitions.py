@@ -28,6 +28,8 @@ def _one_host(*, pk: int, state: str, condition: Q | None):
 # Every transition's UPDATE: compiled once per set of fields changed (elephant.prepared).
 _host_update = PreparedUpdate(_one_host)
 _hosts_update = PreparedUpdate(lambda *, pks: Host.objects.filter(pk__in=pks))
+# A host's fields other than its state, by id (``host_fields_update.many``: the sweeps' batches of them).
+host_fields_update = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk))
 # And its event row (one per host moved).
 _event_insert = PreparedInsert(HostEvent)
 
@@ -85,8 +87,7 @@ def host_transition(
 
 def hosts_transition(
     *,
-    where: Q | None = None,
-    pks: Iterable[int] | None = None,
+    pks: Iterable[int],
     to_state: str,
     allowed_from: Iterable[str],
     reason: str,
@@ -95,15 +96,13 @@ def hosts_transition(
     fields: dict | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """The bulk ``host_transition`` of the sweeps: every host matching ``where`` (or with the ids ``pks``)
-    in one of ``allowed_from`` moves to ``to_state``, with one event each. Three queries whatever the
-    number (lock, update, insert); returns the ids of the hosts moved."""
-    if (where is None) == (pks is None):
-        raise TypeError("hosts_transition takes where or pks, one of them")
+    """The bulk ``host_transition`` of the sweeps: every host of the ids ``pks`` in one of ``allowed_from``
+    moves to ``to_state``, with one event each. Three queries whatever the number (lock, update, insert);
+    returns the ids of the hosts moved."""
     now = now or timezone.now()
     values = {"updated_at": now, **(fields or {})}
     with transaction.atomic():
-        locked = hosts_lock(where=where, pks=pks, states=allowed_from)
+        locked = hosts_lock(pks=pks, states=allowed_from)
         if not locked:
             return []
         _hosts_update({"state": to_state, **values}, pks=list(locked))

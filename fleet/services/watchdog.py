@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from elephant.prepared import PreparedRead, PreparedUpdate
+from elephant.prepared import PreparedRead
 from fleet import aws, selectors
 from fleet.models import LIVE_HOST_STATES, Host, HostEventReason, HostState
 from fleet.services.dns import FleetConfigError, dcv_link_build
 from fleet.services.launch import host_retire, meeting_progress
 from fleet.services.termination import meeting_fail
-from fleet.services.transitions import host_transition, hosts_terminated, hosts_transition
+from fleet.services.transitions import host_fields_update, host_transition, hosts_terminated, hosts_transition
 from meetings.models import ACTIVE_STATUSES, EventReason, TerminationReason
 from meetings.selectors import meeting_status_refresh
 from meetings.services import meeting_record_change
@@ -102,15 +102,14 @@ def _hosts_running(found: dict[int, tuple[str, str]], *, now: datetime) -> list[
         fields={"running_at": now},
         now=now,
     )
-    _host_address_update.many(
+    host_fields_update.many(
         ({"public_address": found[pk][0], "availability_zone": found[pk][1]}, {"pk": pk}) for pk in moved
     )
     instance_ids = dict(_instance_ids(pks=list(moved)))
     return [(pk, instance_ids[pk], found[pk][0], found[pk][1], "") for pk in moved]
 
 
-# Each sweep's writes and read of the hosts that came up: compiled once (elephant.prepared).
-_host_address_update = PreparedUpdate(lambda *, pk: Host.objects.filter(pk=pk))
+# Each sweep's read of the hosts that came up: compiled once (elephant.prepared).
 _instance_ids = PreparedRead(lambda *, pks: Host.objects.filter(pk__in=pks).values_list("pk", "instance_id"))
 
 

@@ -84,7 +84,7 @@ def test_the_bulk_transition_moves_only_the_hosts_allowed_with_one_event_each_in
     ids = [host.pk for host in [*terminating, healthy]]
     with CaptureQueriesContext(connection) as queries:
         moved = hosts_transition(
-            where=Q(pk__in=ids),
+            pks=ids,
             allowed_from={HostState.TERMINATING},
             to_state=HostState.TERMINATED,
             reason=HostEventReason.TERMINATED,
@@ -98,7 +98,7 @@ def test_the_bulk_transition_moves_only_the_hosts_allowed_with_one_event_each_in
     ]
     assert (
         hosts_transition(
-            where=Q(pk__in=ids),
+            pks=ids,
             allowed_from={HostState.TERMINATING},
             to_state=HostState.TERMINATED,
             reason=HostEventReason.TERMINATED,
@@ -108,7 +108,7 @@ def test_the_bulk_transition_moves_only_the_hosts_allowed_with_one_event_each_in
     assert HostEvent.objects.count() == 2
 
 
-def test_the_bulk_transition_by_ids_locks_and_moves_as_by_condition_and_takes_one_of_them():
+def test_the_bulk_transition_locks_by_ids_in_id_order_each_once_and_needs_its_ids():
     meeting = make_meeting(status=MeetingStatus.IN_PROGRESS)
     terminating = [make_host(meeting, role, state=HostState.TERMINATING) for role in ("teacher", "student")]
     healthy = make_host(meeting, "teacher", generation=2, instance_id="i-0other", state=HostState.HEALTHY)
